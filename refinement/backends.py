@@ -1,0 +1,109 @@
+"""How one round's classifier is trained, how it relabels the corpus, and how it is exported.
+
+`FrozenBackend`: cached features of a frozen stock classifier + a small head (the fast CPU default).
+`FinetuneBackend`: lora / qlora / full fine-tuning through a transformers.Trainer subclass.
+Both ship the classifier as a stock AutoModelForSequenceClassification folder."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import cleanlab_baseline
+from .config import RefineConfig
+from .corpus import SPLITS, Corpus
+from .features import FrozenFeaturizer
+from .heads import HeadTrainingConfig, build_head, head_logits, load_head_into, train_head
+from .io import atomic_dir
+
+HEAD_FILE = "head.safetensors"
+
+
+class FrozenBackend:
+    def __init__(self, cfg: RefineConfig, corpus: Corpus):
+        self.cfg = cfg
+        start = time.perf_counter()
+        self.featurizer = FrozenFeaturizer(cfg.model_name_or_path, head=cfg.head, max_length=cfg.max_length,
+                                           feature_layer=cfg.feature_layer, batch_size=cfg.feature_batch_size,
+                                           cache_dir=cfg.feature_cache_dir)
+        self.features = {s: self.featurizer(corpus.texts[s], desc=f"features/{s}") for s in SPLITS}
+        self.feature_seconds = time.perf_counter() - start
+
+    def _head_config(self, seed: int) -> HeadTrainingConfig:
+        c = self.cfg
+        return HeadTrainingConfig(head=c.head, epochs=c.head_epochs, batch_size=c.head_batch_size,
+                                  learning_rate=c.head_learning_rate, weight_decay=c.head_weight_decay, seed=seed)
+
+    def _fit(self, train_idx, pseudo, risk, val_risk, seed):
+        return train_head(self.features["train"][train_idx], pseudo["train"][train_idx], self.features["val"],
+                          pseudo["val"], risk, val_risk, self._head_config(seed), self.featurizer.head_has_bias)
+
+    def train(self, round_dir: Path, pseudo: dict, risk, val_risk, seed: int) -> tuple[dict, dict]:
+        """Trains the head (cleanlab: on the items confident learning keeps), saves it, returns logits."""
+        train_idx = np.arange(len(pseudo["train"]))
+        info = {}
+        if self.cfg.loss == "cleanlab":
+            def fit_predict(fold_train, held_out, fold):
+                head, _ = self._fit(fold_train, pseudo, risk, val_risk, seed + 1000 * (fold + 1))
+                return head_logits(head, self.features["train"][held_out])
+            probs = cleanlab_baseline.cross_validated_probabilities(
+                self.features["train"], pseudo["train"], self.cfg.cleanlab_folds, seed, fit_predict)
+            train_idx = np.flatnonzero(cleanlab_baseline.keep_mask(pseudo["train"], probs))
+            info["cleanlab_dropped"] = int(len(pseudo["train"]) - len(train_idx))
+        head, history = self._fit(train_idx, pseudo, risk, val_risk, seed)
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(round_dir / HEAD_FILE))
+        info["epochs"] = history
+        info["selected_epoch"] = min(history, key=lambda h: h["val_risk"])["epoch"]
+        return {s: head_logits(head, self.features[s]) for s in SPLITS}, info
+
+    def export(self, round_dir: Path, target: Path) -> Path:
+        head = build_head(self.cfg.head, self.features["train"].shape[1], self.featurizer.head_has_bias)
+        head.load_state_dict(load_file(str(round_dir / HEAD_FILE)))
+        model = load_head_into(self.featurizer.model, head, self.featurizer.swapped)
+        with atomic_dir(target, replace=True) as tmp:
+            model.save_pretrained(tmp)
+            self.featurizer.tokenizer.save_pretrained(tmp)
+        return target
+
+
+class FinetuneBackend:
+    MODEL_DIR = "model"
+
+    def __init__(self, cfg: RefineConfig, corpus: Corpus):
+        from .finetune import FinetuneConfig
+
+        self.cfg, self.corpus, self.feature_seconds = cfg, corpus, 0.0
+        self.finetune_config = FinetuneConfig(**{
+            name: getattr(cfg, name) for name in FinetuneConfig.__dataclass_fields__ if hasattr(cfg, name)})
+
+    def train(self, round_dir: Path, pseudo: dict, risk, val_risk, seed: int) -> tuple[dict, dict]:
+        from dataclasses import replace
+
+        from .finetune import predict_logits, train_finetuned
+
+        texts = self.corpus.texts
+        export = train_finetuned(self.cfg.model_name_or_path, texts["train"], pseudo["train"].tolist(),
+                                 texts["val"], pseudo["val"].tolist(), risk,
+                                 replace(self.finetune_config, seed=seed), str(round_dir / "trainer"),
+                                 val_risk=val_risk)
+        shutil.move(export, round_dir / self.MODEL_DIR)
+        shutil.rmtree(round_dir / "trainer", ignore_errors=True)
+        # Relabel with the shipped folder itself, so relabels and the exported model agree by construction.
+        logits = {s: predict_logits(str(round_dir / self.MODEL_DIR), texts[s],
+                                    batch_size=self.cfg.per_device_eval_batch_size, max_length=self.cfg.max_length)
+                  for s in SPLITS}
+        return logits, {}
+
+    def export(self, round_dir: Path, target: Path) -> Path:
+        with atomic_dir(target, replace=True) as tmp:
+            shutil.copytree(round_dir / self.MODEL_DIR, tmp, dirs_exist_ok=True)
+        return target
+
+
+def make_backend(cfg: RefineConfig, corpus: Corpus):
+    torch.manual_seed(cfg.seed)
+    return FrozenBackend(cfg, corpus) if cfg.mode == "frozen" else FinetuneBackend(cfg, corpus)

@@ -1,0 +1,80 @@
+"""The one configuration of a refinement run: flat dataclass fields, so `TrlParser` reads them from a YAML file
+and the command line alike (CLI overrides YAML, unknown keys fail)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .losses import LOSSES
+
+MODES = ("frozen", "lora", "qlora", "full")
+ROUND_SELECTIONS = ("labeled", "last")
+
+
+@dataclass
+class RefineConfig:
+    # Data
+    dataset_path: str = field(default=None, metadata={"help": "Local .jsonl/.json/.csv/.parquet file or Hub dataset name."})
+    dataset_adapter: str = field(default="auto", metadata={"help": "auto | beavertails | hh_rlhf | none"})
+    dataset_split: str = field(default="train", metadata={"help": "Split to read when dataset_path is a Hub name."})
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    label_column: str | None = field(default="label", metadata={"help": "Gold labels (evaluation and the labeled sample only)."})
+    pseudo_label_column: str | None = field(default="pseudo_label", metadata={"help": "Round-0 pseudo-labels, if given."})
+    score_column: str | None = field(default=None, metadata={"help": "Annotator P(harmless) to threshold at round 0."})
+    score_threshold: float | None = None
+    score_quantile: float | None = field(default=None, metadata={"help": "Threshold the scores at this quantile (0.5 = median)."})
+    split_column: str | None = field(default="split", metadata={"help": "Use this column's train/val/test split if present."})
+    max_train_items: int | None = field(default=None, metadata={"help": "Seeded subset of the training split (quick CPU runs)."})
+    # Run
+    output_dir: str = field(default=None, metadata={"help": "One folder per round is written here; rerun to resume."})
+    seed: int = 42
+    num_rounds: int = 5
+    num_labeled: int = field(default=50, metadata={"help": "Size of the i.i.d. gold sample for the priors; 0 = oracle priors."})
+    loss: str = field(default="robust_uu", metadata={"help": "robust_uu | uu | nnuu | pn | cleanlab"})
+    lam: float = field(default=-0.001, metadata={"help": "Slope of the robust correction for a negative partial risk."})
+    min_delta: float = field(default=0.02, metadata={"help": "Refuse to train when theta_p - theta_n is not above this."})
+    round_selection: str = field(default="labeled", metadata={"help": "labeled: ship the round whose labels the labeled sample (or the oracle) rates best | last"})
+    patience: int = field(default=0, metadata={"help": "Stop after this many rounds without a better selection score (0 = never)."})
+    cleanlab_folds: int = 5
+    # Classifier
+    model_name_or_path: str = field(default="embedded:minilm", metadata={"help": "embedded:minilm | embedded:smollm2 | local dir | Hub id"})
+    mode: str = field(default="frozen", metadata={"help": "frozen | lora | qlora | full"})
+    head: str = field(default="linear", metadata={"help": "frozen mode: linear | mlp (BERT-like backbones)"})
+    feature_layer: int | None = field(default=None, metadata={"help": "Truncate the backbone to its first N layers."})
+    max_length: int = 256
+    feature_batch_size: int = 32
+    feature_cache_dir: str | None = None
+    head_epochs: int = 60
+    head_batch_size: int = 128
+    head_learning_rate: float = 1e-3
+    head_weight_decay: float = 1e-4
+    # Fine-tuning (lora / qlora / full), as in the paper
+    learning_rate: float = 1e-4
+    num_train_epochs: int = 3
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = None
+
+    def __post_init__(self):
+        choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        if self.num_rounds < 1 or self.num_labeled < 0:
+            raise ValueError("num_rounds must be >= 1 and num_labeled >= 0 (0 = oracle priors)")
+        if self.loss == "cleanlab" and self.mode != "frozen":
+            raise ValueError("loss=cleanlab needs cross-validated probabilities, which this toolkit computes on "
+                             "frozen features only: use mode=frozen")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,105 @@
+"""A small head trained on cached frozen features, and its export into the stock classifier.
+
+The head mirrors the stock model's own head exactly (see features.py), so exporting is copying weights:
+`linear` -> the final Linear (with or without bias, as the stock head has it); `mlp` -> pooler dense + tanh +
+classifier of a BERT-like model.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+Risk = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class HeadTrainingConfig:
+    head: str = "linear"
+    epochs: int = 60
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+def build_head(head: str, dim: int, bias: bool) -> nn.Module:
+    if head == "linear":
+        return nn.Linear(dim, 1, bias=bias)
+    if head == "mlp":
+        return nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=bias))
+    raise ValueError(f"unknown head {head!r}")
+
+
+def stratified_batches(pseudo: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches that each hold both pseudo-classes in proportion (a UU risk needs both sets).
+
+    When one class has fewer items than there are batches, its items are reused so every batch gets one."""
+    pos, neg = np.flatnonzero(pseudo == 1), np.flatnonzero(pseudo == 0)
+    if len(pos) == 0 or len(neg) == 0:
+        from .losses import MissingPseudoClassError
+        raise MissingPseudoClassError(f"pseudo-labels hold {len(pos)} positives and {len(neg)} negatives; "
+                                      "UU training needs both pseudo-classes")
+    num_batches = max(1, math.ceil(len(pseudo) / batch_size))
+    parts = []
+    for members in (pos, neg):
+        order = rng.permutation(members)
+        if len(order) < num_batches:
+            order = np.concatenate([order, rng.choice(members, num_batches - len(order))])
+        parts.append(np.array_split(order, num_batches))
+    return [np.concatenate([p, n]) for p, n in zip(*parts)]
+
+
+def train_head(train_x: np.ndarray, train_pseudo: np.ndarray, val_x: np.ndarray, val_pseudo: np.ndarray,
+               risk: Risk, val_risk: Risk, config: HeadTrainingConfig, bias: bool,
+               sample_weight: np.ndarray | None = None) -> tuple[nn.Module, list[dict]]:
+    """Trains a head with `risk` on stratified mini-batches; keeps the epoch with the lowest `val_risk` on the
+    pseudo-labeled validation split (no gold labels). Returns the best head and the per-epoch history."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    head = build_head(config.head, train_x.shape[1], bias)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    x, y = torch.from_numpy(train_x).float(), torch.from_numpy(train_pseudo).float()
+    vx, vy = torch.from_numpy(val_x).float(), torch.from_numpy(val_pseudo).float()
+    best, best_risk, history = copy.deepcopy(head), math.inf, []
+    for epoch in range(1, config.epochs + 1):
+        head.train()
+        for batch in stratified_batches(train_pseudo, config.batch_size, rng):
+            loss = risk(head(x[batch]).squeeze(-1), y[batch])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training risk is {loss.item()} at epoch {epoch}; lower the learning "
+                                         "rate or check the priors")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        head.eval()
+        with torch.no_grad():
+            current = float(val_risk(head(vx).squeeze(-1), vy))
+        history.append({"epoch": epoch, "val_risk": current})
+        if current < best_risk:
+            best, best_risk = copy.deepcopy(head), current
+    return best.eval(), history
+
+
+def head_logits(head: nn.Module, features: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return head(torch.from_numpy(features).float()).squeeze(-1).numpy()
+
+
+def load_head_into(model: nn.Module, head: nn.Module, module_names: list[str]) -> nn.Module:
+    """Copies a trained head into the stock model's modules (named by features.head_module_names)."""
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    targets = [model.get_submodule(n) for n in module_names if isinstance(model.get_submodule(n), nn.Linear)]
+    if len(linears) != len(targets):
+        raise ValueError(f"head has {len(linears)} Linear layers but the stock model offers {len(targets)}")
+    with torch.no_grad():
+        for source, target in zip(linears, targets):
+            target.weight.copy_(source.weight)
+            if source.bias is not None:
+                target.bias.copy_(source.bias)
+    return model

@@ -1,0 +1,222 @@
+"""The iterative loop: train on (Cp, Cn) with the chosen risk -> relabel the corpus -> re-estimate priors.
+
+Layout of output_dir (one folder per round, each written atomically, so a killed run resumes at the last
+finished round and ends with the same result as an uninterrupted one):
+  config.json          the resolved config (a resume must match it, num_rounds aside)
+  labeled_sample.json  the fixed i.i.d. gold sample L (few-labeled mode)
+  round_00/            the annotator's labels: relabels.jsonl, metrics.json
+  round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json
+  model/               the selected round's classifier as a stock AutoModelForSequenceClassification folder
+  summary.json, report.md, rounds.png
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import priors as priors_lib
+from .backends import make_backend
+from .config import RefineConfig
+from .corpus import SPLITS, Corpus, load_corpus
+from .io import atomic_dir, write_json
+from .losses import risk_for
+from .metrics import estimated_accuracy, label_quality
+from .report import write_report
+
+logger = logging.getLogger(__name__)
+RESUMABLE_CHANGES = {"num_rounds", "patience"}  # may differ between a run and its resume
+
+
+def round_dir(output_dir: Path, index: int) -> Path:
+    return output_dir / f"round_{index:02d}"
+
+
+class Refinement:
+    """One run. `run()` is resumable: finished round folders are read back, never recomputed."""
+
+    def __init__(self, cfg: RefineConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.corpus: Corpus = load_corpus(cfg)
+        self.labeled_idx = self._labeled_sample()
+
+    # ---- priors -------------------------------------------------------------------------------------------
+    def _labeled_sample(self) -> np.ndarray | None:
+        if self.cfg.num_labeled == 0:
+            if self.corpus.gold is None:
+                raise ValueError(f"{self.corpus.source}: num_labeled=0 asks for oracle priors, which need a gold "
+                                 f"'{self.cfg.label_column}' column")
+            return None
+        if self.corpus.gold is None:
+            raise ValueError(f"{self.corpus.source}: few-labeled priors need gold labels for the sampled items; "
+                             f"the data has no '{self.cfg.label_column}' column")
+        return priors_lib.sample_labeled_indices(self.corpus.size("train"), self.cfg.num_labeled, self.cfg.seed)
+
+    def label_priors(self, train_pseudo: np.ndarray, seed: int) -> priors_lib.Priors:
+        """Priors of the current pseudo-labels, unchecked. Few-labeled mode reads gold labels of L only."""
+        gold = self.corpus.gold["train"]
+        if self.labeled_idx is None:
+            return priors_lib.Priors(*priors_lib.point_estimate(gold, train_pseudo), source="oracle")
+        idx = self.labeled_idx
+        if len(np.unique(gold[idx])) < 2:
+            raise priors_lib.PriorError(f"labeled[{len(idx)}]: the labeled sample holds one gold class only")
+        return priors_lib.Priors(*priors_lib.point_estimate(gold[idx], train_pseudo[idx]),
+                                 source=f"labeled[{len(idx)}]",
+                                 interval=priors_lib.bootstrap_intervals(gold[idx], train_pseudo[idx], seed))
+
+    def selection_score(self, train_pseudo: np.ndarray, p: priors_lib.Priors) -> float | None:
+        if np.isnan(p.theta_p) or np.isnan(p.theta_n):
+            return None
+        return estimated_accuracy(float(train_pseudo.mean()), p.theta_p, p.theta_n)
+
+    # ---- evaluation (gold outside L is read here only) ------------------------------------------------------
+    def evaluate(self, labels: dict, scores: dict | None) -> dict:
+        if self.corpus.gold is None:
+            return {}
+        return {s: label_quality(self.corpus.gold[s], labels[s], None if scores is None else scores[s])
+                for s in ("train", "test")}
+
+    # ---- rounds -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _write_relabels(folder: Path, labels: dict, logits: dict | None) -> None:
+        with open(folder / "relabels.jsonl", "w") as handle:
+            for split in SPLITS:
+                for i, label in enumerate(labels[split]):
+                    row = {"split": split, "index": i, "pseudo_label": int(label)}
+                    if logits is not None:
+                        row["logit"] = float(logits[split][i])
+                    handle.write(json.dumps(row) + "\n")
+
+    @staticmethod
+    def read_round(path: Path) -> tuple[dict, dict]:
+        labels = {s: [] for s in SPLITS}
+        with open(path / "relabels.jsonl") as handle:
+            for line in handle:
+                row = json.loads(line)
+                labels[row["split"]].append(row["pseudo_label"])
+        return ({s: np.asarray(v, dtype=np.int64) for s, v in labels.items()},
+                json.loads((path / "metrics.json").read_text()))
+
+    def _round_zero(self) -> None:
+        labels = self.corpus.pseudo
+        p = self.label_priors(labels["train"], self.cfg.seed)
+        metrics = {"round": 0, "label_priors": p.to_dict(),
+                   "selection_score": self.selection_score(labels["train"], p),
+                   "positive_rate": float(labels["train"].mean()),
+                   "quality": self.evaluate(labels, self.corpus.scores)}
+        with atomic_dir(round_dir(self.out, 0)) as tmp:
+            self._write_relabels(tmp, labels, None)
+            write_json(tmp / "metrics.json", metrics)
+
+    def _train_round(self, index: int, backend, labels: dict) -> None:
+        """Round `index`: priors of the previous labels -> train -> relabel everything -> priors of the new
+        labels (which the next round trains with and the round selection reads)."""
+        cfg = self.cfg
+        seed = cfg.seed + index
+        p = priors_lib.check_priors(self.label_priors(labels["train"], seed), cfg.min_delta)
+        risk = risk_for("pn" if cfg.loss == "cleanlab" else cfg.loss, p.prior, p.theta_p, p.theta_n, cfg.lam)
+        # Every loss is selected by the same rule (robust UU on the pseudo-labeled val split), so early
+        # stopping alone is never mistaken for a UU gain.
+        val_risk = risk_for("robust_uu", p.prior, p.theta_p, p.theta_n, cfg.lam)
+        start = time.perf_counter()
+        with atomic_dir(round_dir(self.out, index)) as tmp:
+            logits, info = backend.train(tmp, labels, risk, val_risk, seed)
+            if not all(np.all(np.isfinite(v)) for v in logits.values()):
+                raise FloatingPointError(f"round {index}: the classifier produced non-finite logits")
+            new = {s: (logits[s] > 0).astype(np.int64) for s in SPLITS}
+            after = self.label_priors(new["train"], seed)
+            metrics = {"round": index, "priors": p.to_dict(), "label_priors": after.to_dict(),
+                       "selection_score": self.selection_score(new["train"], after),
+                       "positive_rate": float(new["train"].mean()),
+                       "flips": {s: int(np.sum(new[s] != labels[s])) for s in SPLITS},
+                       "quality": self.evaluate(new, logits), "seconds": time.perf_counter() - start, **info}
+            self._write_relabels(tmp, new, logits)
+            write_json(tmp / "metrics.json", metrics)
+
+    # ---- the run ----------------------------------------------------------------------------------------------
+    def _check_resume(self) -> None:
+        """A resume must use the config of the run it continues (num_rounds and patience aside)."""
+        saved_path = self.out / "config.json"
+        current = self.cfg.to_dict()
+        if saved_path.exists():
+            saved = json.loads(saved_path.read_text())
+            changed = sorted(k for k in set(saved) | set(current)
+                             if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+            if changed:
+                raise ValueError(f"{self.out} holds a run with another config ({', '.join(changed)} differ); "
+                                 "use a new output_dir or the same config to resume it")
+        write_json(saved_path, current)
+        if self.labeled_idx is not None:
+            idx = self.labeled_idx
+            write_json(self.out / "labeled_sample.json",
+                       {"train_indices": idx.tolist(), "gold": self.corpus.gold["train"][idx].tolist()})
+
+    def finished_rounds(self) -> list[int]:
+        return sorted(int(p.name.split("_")[1]) for p in self.out.glob("round_[0-9][0-9]") if p.is_dir())
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_resume()
+        done = self.finished_rounds()
+        if 0 not in done:
+            self._round_zero()
+            done = [0]
+        elif len(done) > 1:
+            logger.info("resuming %s after round %d", self.out, done[-1])
+        backend = None
+        stopped = None
+        for index in range(done[-1] + 1, cfg.num_rounds + 1):
+            stopped = self._stop_reason(index)
+            if stopped:
+                break
+            labels, _ = self.read_round(round_dir(self.out, index - 1))
+            backend = backend or make_backend(cfg, self.corpus)
+            try:
+                self._train_round(index, backend, labels)
+            except priors_lib.PriorError as err:
+                if index == 1:
+                    raise  # the annotator's own labels cannot support UU learning: the user must know
+                stopped = f"round {index} not trained: {err}"
+                break
+        rounds = [self.read_round(round_dir(self.out, i))[1] for i in self.finished_rounds() if i <= cfg.num_rounds]
+        selected = self.select_round(rounds)
+        backend = backend or make_backend(cfg, self.corpus)
+        if selected > 0:
+            backend.export(round_dir(self.out, selected), self.out / "model")
+        summary = {"config": cfg.to_dict(), "rounds": rounds, "selected_round": selected,
+                   "stopped": stopped, "feature_seconds": backend.feature_seconds,
+                   "labeled_items": 0 if self.labeled_idx is None else len(self.labeled_idx),
+                   "model_dir": str(self.out / "model") if selected > 0 else None}
+        write_json(self.out / "summary.json", summary)
+        write_report(self.out, summary)
+        return summary
+
+    def _stop_reason(self, index: int) -> str | None:
+        """Early stop after `patience` trained rounds without a better selection score."""
+        if not self.cfg.patience:
+            return None
+        scores = [self.read_round(round_dir(self.out, i))[1].get("selection_score") for i in range(index)]
+        best = int(np.nanargmax([s if s is not None else np.nan for s in scores]))
+        if index - 1 - best >= self.cfg.patience:
+            return f"patience: no better selection score for {self.cfg.patience} rounds after round {best}"
+        return None
+
+    def select_round(self, rounds: list[dict]) -> int:
+        """The round to ship. `labeled`: the trained round whose labels score best on the labeled sample (or the
+        oracle); `last`: the last trained round. 0 when no round was trained."""
+        trained = [r for r in rounds if r["round"] > 0]
+        if not trained:
+            return 0
+        if self.cfg.round_selection == "last":
+            return trained[-1]["round"]
+        scored = [r for r in trained if r["selection_score"] is not None] or trained[-1:]
+        return max(scored, key=lambda r: (r["selection_score"] or 0.0, -r["round"]))["round"]
+
+
+def run_refinement(cfg: RefineConfig) -> dict:
+    return Refinement(cfg).run()

@@ -1,0 +1,71 @@
+"""report.md and rounds.png of a refinement run, made from its summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import write_text
+
+
+def _fmt(value, digits=3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def plot_rounds(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = summary["rounds"]
+    x = [r["round"] for r in rounds]
+    fig, (acc_ax, theta_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for split in ("train", "test"):
+        ys = [r.get("quality", {}).get(split, {}).get("accuracy") for r in rounds]
+        if any(y is not None for y in ys):
+            acc_ax.plot(x, ys, marker="o", label=f"{split} accuracy (gold)")
+    acc_ax.plot(x, [r.get("selection_score") for r in rounds], marker="s", ls="--", label="selection score")
+    acc_ax.axvline(summary["selected_round"], color="grey", lw=0.8, ls=":")
+    acc_ax.set(xlabel="round", title="labels per round", xticks=x)
+    acc_ax.legend(fontsize=8)
+    for key in ("theta_p", "theta_n", "prior"):
+        theta_ax.plot(x, [r["label_priors"][key] for r in rounds], marker="o", label=key)
+    theta_ax.set(xlabel="round", title=f"priors of each round's labels ({rounds[0]['label_priors']['source']})",
+                 xticks=x)
+    theta_ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(output_dir: Path, summary: dict) -> None:
+    plot_rounds(summary, output_dir / "rounds.png")
+    cfg = summary["config"]
+    lines = [
+        f"# Refinement run: {cfg['loss']} on {cfg['dataset_path']}", "",
+        f"Classifier `{cfg['model_name_or_path']}` ({cfg['mode']}, head {cfg['head']}); priors from "
+        f"{'oracle gold labels' if not summary['labeled_items'] else str(summary['labeled_items']) + ' labeled items'}; "
+        f"seed {cfg['seed']}. Selected round: **{summary['selected_round']}**"
+        + (f". Stopped early: {summary['stopped']}" if summary["stopped"] else "") + ".", "",
+        "Round 0 holds the annotator's labels. The priors of a round's labels (pi, theta_p, theta_n) train the "
+        "next round; the selection score is the labels' accuracy estimated from those priors.", "",
+        "| round | pi | theta_p | theta_n | delta (95% CI) | selection score | flips (train) | train acc | "
+        "test acc | test F1 | test AUC | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["rounds"]:
+        p = r["label_priors"]
+        ci = (p.get("interval") or {}).get("delta")
+        q = r.get("quality", {})
+        lines.append(" | ".join([
+            f"| {r['round']}", _fmt(p["prior"]), _fmt(p["theta_p"]), _fmt(p["theta_n"]),
+            _fmt(p["delta"]) + (f" ({ci[0]:.2f}, {ci[1]:.2f})" if ci else ""), _fmt(r.get("selection_score")),
+            str(r.get("flips", {}).get("train", "–")), _fmt(q.get("train", {}).get("accuracy")),
+            _fmt(q.get("test", {}).get("accuracy")), _fmt(q.get("test", {}).get("f1")),
+            _fmt(q.get("test", {}).get("auc")), _fmt(r.get("seconds"), 1)]) + " |")
+    lines += ["", "![accuracy and priors per round](rounds.png)", ""]
+    if summary.get("model_dir"):
+        lines += ["The selected classifier is a stock `AutoModelForSequenceClassification` folder (one logit, "
+                  f"higher = more harmless): `{summary['model_dir']}`.", ""]
+    write_text(output_dir / "report.md", "\n".join(lines))
