@@ -5,6 +5,7 @@
 Both ship the classifier as a stock AutoModelForSequenceClassification folder."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from . import cleanlab_baseline
 from .config import RefineConfig
 from .corpus import SPLITS, Corpus
+from .embedded import resolve_model
 from .features import FrozenFeaturizer
 from .heads import HeadTrainingConfig, build_head, head_logits, load_head_into, train_head
 from .io import atomic_dir
@@ -86,17 +88,16 @@ class FinetuneBackend:
         from .finetune import predict_logits, train_finetuned
 
         texts = self.corpus.texts
-        export = train_finetuned(self.cfg.model_name_or_path, texts["train"], pseudo["train"].tolist(),
-                                 texts["val"], pseudo["val"].tolist(), risk,
-                                 replace(self.finetune_config, seed=seed), str(round_dir / "trainer"),
-                                 val_risk=val_risk)
-        shutil.move(export, round_dir / self.MODEL_DIR)
-        shutil.rmtree(round_dir / "trainer", ignore_errors=True)
+        # Writes round_dir/model (stock folder) and round_dir/epoch_selection.json.
+        train_finetuned(resolve_model(self.cfg.model_name_or_path), texts["train"], pseudo["train"].tolist(), texts["val"],
+                        pseudo["val"].tolist(), risk, replace(self.finetune_config, seed=seed), str(round_dir),
+                        val_risk=val_risk)
         # Relabel with the shipped folder itself, so relabels and the exported model agree by construction.
         logits = {s: predict_logits(str(round_dir / self.MODEL_DIR), texts[s],
                                     batch_size=self.cfg.per_device_eval_batch_size, max_length=self.cfg.max_length)
                   for s in SPLITS}
-        return logits, {}
+        selection = json.loads((round_dir / "epoch_selection.json").read_text())
+        return logits, {"selected_epoch": selection["best_epoch"], "epochs": selection["val_risk_per_epoch"]}
 
     def export(self, round_dir: Path, target: Path) -> Path:
         with atomic_dir(target, replace=True) as tmp:

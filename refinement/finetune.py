@@ -1,4 +1,4 @@
-"""Fine-tune a one-logit sequence classifier g(x) on pseudo-labeled texts with a UU risk (LoRA, QLoRA or full).
+"""Fine-tune a one-logit sequence classifier g(x) on pseudo-labeled texts with a UU risk (LoRA, QLoRA, full).
 
 One refinement round (../shared/METHOD.md): train a fresh classifier on the pseudo-split (Cp, Cn) with the
 robust UU risk, keep the epoch whose risk on a pseudo-labeled validation split is lowest (no gold labels),
@@ -18,9 +18,10 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,10 +54,10 @@ class FinetuneConfig:
     """Hyper-parameters; defaults are the paper's classifier setup (LoRA r 8 / alpha 32 / dropout 0.05,
     lr 1e-4, cosine with 3% warmup, 3 epochs, batch 16, max length 512).
 
-    bf16: mixed precision for the trainable parts. It is forced on for `qlora`: the paper computes the 4-bit
-    layers in bf16 (`bnb_4bit_compute_dtype=torch.bfloat16`), and autocast keeps the trainable fp32 parts
-    (LoRA, head) consistent with them; on CPU a QLoRA run without it is the combination that failed with
-    "expected m1 and m2 to have the same dtype, float != BFloat16" in the stack probe (NOTES-stack §1b).
+    bf16: bf16 autocast for training. Forced on for `qlora` to match the paper (bf16 compute around NF4
+    layers, `bnb_4bit_compute_dtype=torch.bfloat16`), on CPU as on GPU. TRL's trainers also need it on CPU
+    to avoid a float/bf16 mismatch (NOTES-stack §1b); this trainer keeps the trainable parameters in fp32,
+    so here the flag is about running the paper's computation, not about a crash.
     lora_target_modules: None = peft's default for the architecture (q_proj/v_proj for Llama), or a list,
     or "all-linear".
     deepspeed: None, a path to a DeepSpeed JSON config, or the config as a dict (passed to Trainer as is).
@@ -88,7 +89,7 @@ class FinetuneConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.per_device_train_batch_size < 2:
-            raise ValueError("per_device_train_batch_size must be >= 2: every batch must hold both pseudo-classes")
+            raise ValueError("per_device_train_batch_size must be >= 2: a batch needs both pseudo-classes")
         if self.mode == "qlora":
             self.bf16 = True
 
@@ -97,8 +98,8 @@ class FinetuneConfig:
 
 
 def stratified_order(pseudo_labels: Sequence[int], batch_size: int, seed: int) -> list[int]:
-    """Indices ordered so that every consecutive chunk of `batch_size` (the last one too) holds both pseudo-classes,
-    each in roughly its overall proportion.
+    """Indices ordered so that every consecutive chunk of `batch_size` (the last one too) holds both
+    pseudo-classes, each in roughly its overall proportion.
 
     UU risks average each partial risk over Cp and over Cn within a batch, so a batch without one set has no
     estimate (losses.MissingPseudoClassError). Every item appears at least once. When a class has fewer items
@@ -149,7 +150,7 @@ def _shuffled_pool(items: list[int], size: int, rng: random.Random) -> list[int]
 
 
 class StratifiedSampler(torch.utils.data.Sampler[int]):
-    """`stratified_order` as a sampler, reshuffled per epoch (Trainer calls `set_epoch`), identical on every rank."""
+    """`stratified_order` as a sampler; a new order per epoch (via `set_epoch`), the same on all ranks."""
 
     def __init__(self, pseudo_labels: Sequence[int], batch_size: int, seed: int) -> None:
         self.pseudo_labels, self.batch_size, self.seed = list(pseudo_labels), batch_size, seed
@@ -185,14 +186,15 @@ class UURiskTrainer(Trainer):
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """risk(logits[:, 0], pseudo-labels); a NaN/inf training loss stops the run instead of being skipped."""
+        """risk(logits[:, 0], pseudo-labels); a NaN/inf training loss stops the run; no silent skipping."""
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         loss = self.risk(outputs.logits[:, 0], labels)
         if model.training and not torch.isfinite(loss.detach()).all():
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {self.state.global_step + 1} "
-                f"(epoch {self.state.epoch or 0.0:.2f}); lower the learning rate or check the inputs and priors")
+                f"(epoch {self.state.epoch or 0.0:.2f}); lower the learning rate or check inputs and priors"
+            )
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -205,11 +207,12 @@ class UURiskTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return StratifiedSampler([int(item["labels"]) for item in dataset], self._train_batch_size, self.args.seed)
+        labels = [int(item["labels"]) for item in dataset]
+        return StratifiedSampler(labels, self._train_batch_size, self.args.seed)
 
 
 def val_risk_metric(risk: Risk) -> Callable[[EvalPrediction], dict[str, float]]:
-    """`compute_metrics` giving the training risk over the whole pseudo-labeled validation set (no gold labels)."""
+    """`compute_metrics` giving `risk` over the whole pseudo-labeled validation set (no gold labels)."""
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         logits = torch.as_tensor(np.asarray(prediction.predictions), dtype=torch.float32).reshape(-1)
@@ -238,10 +241,11 @@ def load_tokenizer(model_name_or_path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_classifier(model_name_or_path: str, tokenizer: PreTrainedTokenizerBase, config: FinetuneConfig) -> nn.Module:
+def load_classifier(model_name_or_path: str, tokenizer: PreTrainedTokenizerBase,
+                    config: FinetuneConfig) -> nn.Module:
     """One-logit classifier ready to train: fp32 for `full`, fp32 + LoRA for `lora`, NF4 + LoRA for `qlora`.
 
-    `config.pad_token_id` is set so the stock head pools the last non-pad token of every row of a padded batch.
+    `config.pad_token_id` is set so the stock head pools the last non-pad token of each row of a padded batch.
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -253,7 +257,8 @@ def load_classifier(model_name_or_path: str, tokenizer: PreTrainedTokenizerBase,
     model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     if config.mode == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if config.mode == "full":
@@ -274,7 +279,7 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], pseudo_labe
 
 
 def training_arguments(config: FinetuneConfig, checkpoint_dir: str) -> TrainingArguments:
-    """Per-epoch evaluation and checkpoints; the epoch with the lowest validation risk is reloaded at the end."""
+    """Evaluate and save every epoch; the epoch with the lowest validation risk is reloaded at the end."""
     return TrainingArguments(
         output_dir=checkpoint_dir,
         learning_rate=config.learning_rate,
@@ -283,9 +288,11 @@ def training_arguments(config: FinetuneConfig, checkpoint_dir: str) -> TrainingA
         per_device_eval_batch_size=config.per_device_eval_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # transformers 5 dropped `warmup_ratio`; a float < 1 is a ratio here
+        warmup_steps=config.warmup_ratio,  # transformers 5 dropped `warmup_ratio`: a float < 1 is a ratio
         weight_decay=config.weight_decay,
         bf16=config.bf16,
+        use_cpu=not torch.accelerator.is_available(),  # else transformers refuses bf16 on a CPU-only machine
+        dataloader_pin_memory=torch.accelerator.is_available(),
         deepspeed=config.deepspeed,
         seed=config.seed,
         logging_steps=config.logging_steps,
@@ -305,11 +312,12 @@ def training_arguments(config: FinetuneConfig, checkpoint_dir: str) -> TrainingA
 
 def fit(model_name_or_path: str, train_texts: Sequence[str], train_pseudo: Sequence[int],
         val_texts: Sequence[str], val_pseudo: Sequence[int], risk: Risk, config: FinetuneConfig,
-        checkpoint_dir: str) -> UURiskTrainer:
-    """Train and return the trainer holding the best epoch's model (`trainer.model`, possibly a PeftModel) and
-    its tokenizer (`trainer.processing_class`). Checkpoints are left in `checkpoint_dir` for the caller."""
+        checkpoint_dir: str, val_risk: Risk | None = None) -> UURiskTrainer:
+    """Train with `risk`, pick the epoch by `val_risk` (default: `risk`) over the validation set, and return
+    the trainer holding that epoch's model (`trainer.model`, possibly a PeftModel) and its tokenizer
+    (`trainer.processing_class`). Checkpoints are left in `checkpoint_dir` for the caller."""
     for name, labels in (("train", train_pseudo), ("validation", val_pseudo)):
-        if len(set(int(y) for y in labels)) < 2:
+        if len({int(y) for y in labels}) < 2:
             raise MissingPseudoClassError(f"the {name} set must hold both pseudo-classes")
     tokenizer = load_tokenizer(model_name_or_path)
     trainer = UURiskTrainer(
@@ -319,7 +327,7 @@ def fit(model_name_or_path: str, train_texts: Sequence[str], train_pseudo: Seque
         eval_dataset=encode(tokenizer, val_texts, val_pseudo, config.max_length),
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=val_risk_metric(risk),
+        compute_metrics=val_risk_metric(val_risk or risk),
         callbacks=[_ValRiskLogger()],
         risk=risk,
     )
@@ -329,7 +337,7 @@ def fit(model_name_or_path: str, train_texts: Sequence[str], train_pseudo: Seque
 
 def epoch_selection(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-epoch validation risks from a Trainer log history and the epoch with the lowest one."""
-    risks = {int(round(entry["epoch"])): entry[f"eval_{METRIC}"]
+    risks = {round(entry["epoch"]): entry[f"eval_{METRIC}"]
              for entry in log_history if f"eval_{METRIC}" in entry}
     best = min(risks, key=risks.get)
     return {"val_risk_per_epoch": risks, "best_epoch": best, "best_val_risk": risks[best]}
@@ -340,9 +348,14 @@ def epoch_selection(log_history: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _dequantized_linear(layer: nn.Module, delta: torch.Tensor | None = None) -> nn.Linear:
     """A plain fp32 Linear holding a 4-bit Linear's dequantized weight (+ a LoRA delta, added in fp32)."""
-    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnb_functional
 
-    weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+    data, state = layer.weight.data, layer.weight.quant_state
+    if getattr(state, "packing_format_for_cpu", False):
+        # On AVX512-BF16 CPUs an eval-mode forward repacks the weight into a CPU-kernel layout that
+        # dequantize_4bit misreads; undo it as bnb's own state_dict saving does (on a copy: the layer stays).
+        data, state = bnb_functional._convert_weight_packed_for_cpu_inverse(data, copy.copy(state))
+    weight = bnb_functional.dequantize_4bit(data, state).float()
     if delta is not None:
         weight = weight + delta.float()
     linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
@@ -382,7 +395,7 @@ def _plain_model(model: nn.Module) -> PreTrainedModel:
 
 
 def _stock_classifier(model: PreTrainedModel, pad_token_id: int) -> PreTrainedModel:
-    """A fresh fp32 `AutoModelForSequenceClassification` (no quantization config) holding `model`'s weights."""
+    """A fresh fp32 `AutoModelForSequenceClassification` (no quantization config) with `model`'s weights."""
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -393,9 +406,9 @@ def _stock_classifier(model: PreTrainedModel, pad_token_id: int) -> PreTrainedMo
 
 
 def export_classifier(model: nn.Module, tokenizer: PreTrainedTokenizerBase, export_dir: str) -> str:
-    """Write a stock classifier folder (fp32 safetensors, config with num_labels=1 and pad_token_id, tokenizer)
-    that plain `AutoModelForSequenceClassification.from_pretrained` loads: LoRA merged, 4-bit layers
-    dequantized. Consumes `model`. The folder appears atomically: written beside it, then renamed."""
+    """Write a stock classifier folder (fp32 safetensors, config with num_labels=1 and pad_token_id,
+    tokenizer) that plain `AutoModelForSequenceClassification.from_pretrained` loads: LoRA merged, 4-bit
+    layers dequantized. Consumes `model`. The folder appears atomically: written beside it, then renamed."""
     stock = _stock_classifier(_plain_model(model), tokenizer.pad_token_id)
     target = Path(export_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -417,8 +430,10 @@ def export_classifier(model: nn.Module, tokenizer: PreTrainedTokenizerBase, expo
 
 def train_finetuned(model_name_or_path: str, train_texts: list[str], train_pseudo: list[int],
                     val_texts: list[str], val_pseudo: list[int], risk: Risk, config: FinetuneConfig,
-                    output_dir: str) -> str:
+                    output_dir: str, val_risk: Risk | None = None) -> str:
     """One refinement round: fit, keep the best epoch by validation risk, export to `output_dir/model`.
+
+    `val_risk` (default: the training risk) is the selection metric, e.g. robust UU while training with PN.
 
     Checkpoints live in a fresh folder under `output_dir` (never shared between rounds) and are removed
     afterwards, also on failure. The per-epoch validation risks and the chosen epoch are written to
@@ -428,7 +443,7 @@ def train_finetuned(model_name_or_path: str, train_texts: list[str], train_pseud
     checkpoint_dir = tempfile.mkdtemp(prefix=".checkpoints-", dir=output_dir)
     try:
         trainer = fit(model_name_or_path, train_texts, train_pseudo, val_texts, val_pseudo, risk, config,
-                      checkpoint_dir)
+                      checkpoint_dir, val_risk)
         export_dir = os.path.join(output_dir, EXPORT_SUBDIR)
         if trainer.is_world_process_zero():
             selection = epoch_selection(trainer.state.log_history)

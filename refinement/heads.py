@@ -55,6 +55,17 @@ def stratified_batches(pseudo: np.ndarray, batch_size: int, rng: np.random.Gener
     return [np.concatenate([p, n]) for p, n in zip(*parts)]
 
 
+def fold_standardization(layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Rewrites `layer`, trained on (x - mean) / std, to act on raw x: W' = W / std, b' = b - W' mean.
+
+    Training on standardized features is far better conditioned (a frozen BERT pooler's outputs crowd near
+    +-1); folding keeps the shipped head a plain Linear of the stock model."""
+    with torch.no_grad():
+        layer.weight.div_(std)
+        if layer.bias is not None:
+            layer.bias.sub_(layer.weight @ mean)
+
+
 def train_head(train_x: np.ndarray, train_pseudo: np.ndarray, val_x: np.ndarray, val_pseudo: np.ndarray,
                risk: Risk, val_risk: Risk, config: HeadTrainingConfig, bias: bool,
                sample_weight: np.ndarray | None = None) -> tuple[nn.Module, list[dict]]:
@@ -63,9 +74,14 @@ def train_head(train_x: np.ndarray, train_pseudo: np.ndarray, val_x: np.ndarray,
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     head = build_head(config.head, train_x.shape[1], bias)
+    first = next(m for m in head.modules() if isinstance(m, nn.Linear))
+    raw = torch.from_numpy(train_x).float()
+    # A head without bias cannot absorb a shift, so it is only scaled.
+    mean = raw.mean(0) if first.bias is not None else torch.zeros(raw.shape[1])
+    std = raw.std(0).clamp_min(1e-6)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    x, y = torch.from_numpy(train_x).float(), torch.from_numpy(train_pseudo).float()
-    vx, vy = torch.from_numpy(val_x).float(), torch.from_numpy(val_pseudo).float()
+    x, y = (raw - mean) / std, torch.from_numpy(train_pseudo).float()
+    vx, vy = (torch.from_numpy(val_x).float() - mean) / std, torch.from_numpy(val_pseudo).float()
     best, best_risk, history = copy.deepcopy(head), math.inf, []
     for epoch in range(1, config.epochs + 1):
         head.train()
@@ -83,6 +99,7 @@ def train_head(train_x: np.ndarray, train_pseudo: np.ndarray, val_x: np.ndarray,
         history.append({"epoch": epoch, "val_risk": current})
         if current < best_risk:
             best, best_risk = copy.deepcopy(head), current
+    fold_standardization(next(m for m in best.modules() if isinstance(m, nn.Linear)), mean, std)
     return best.eval(), history
 
 

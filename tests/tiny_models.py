@@ -5,8 +5,8 @@ Usage from any test module:
     from tiny_models import build_tiny_llama   # tests/ is on sys.path under pytest's default import mode
     path = build_tiny_llama(tmp_path / "tiny")  # a folder loadable with Auto* classes, no Hub needed
 
-The folder holds a causal-LM checkpoint; `AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)`
-adds a fresh `score` head on top of it, as it would for a real Llama.
+The folder holds a causal-LM checkpoint; `AutoModelForSequenceClassification.from_pretrained(path,
+num_labels=1)` adds a fresh `score` head on top of it, as it would for a real Llama.
 """
 from __future__ import annotations
 
