@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--num_rounds", type=int, default=5)
     parser.add_argument("--model", default="embedded:minilm")
-    parser.add_argument("--head", default="mlp")
+    parser.add_argument("--head", default="linear")
     parser.add_argument("--feature_layer", type=int, default=None)
     parser.add_argument("--round_selection", default="labeled")
     parser.add_argument("--out", default="runs/bench_quality")

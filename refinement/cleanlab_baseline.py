@@ -2,7 +2,7 @@
 probabilities on the same features, drop them, retrain on the rest. Real `cleanlab` calls."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold

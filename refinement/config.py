@@ -44,7 +44,7 @@ class RefineConfig:
     max_length: int = 256
     feature_batch_size: int = 32
     feature_cache_dir: str | None = None
-    head_epochs: int = 60
+    head_epochs: int = 100
     head_batch_size: int = 128
     head_learning_rate: float = 1e-3
     head_weight_decay: float = 1e-4

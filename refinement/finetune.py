@@ -13,9 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -39,7 +37,9 @@ from transformers import (
     TrainingArguments,
 )
 
+from refinement.io import atomic_dir
 from refinement.losses import MissingPseudoClassError
+from refinement.sampling import stratified_order
 
 logger = logging.getLogger(__name__)
 
@@ -95,58 +95,6 @@ class FinetuneConfig:
 
 
 # ---------------------------------------------------------------------------------------------- sampling
-
-
-def stratified_order(pseudo_labels: Sequence[int], batch_size: int, seed: int) -> list[int]:
-    """Indices ordered so that every consecutive chunk of `batch_size` (the last one too) holds both
-    pseudo-classes, each in roughly its overall proportion.
-
-    UU risks average each partial risk over Cp and over Cn within a batch, so a batch without one set has no
-    estimate (losses.MissingPseudoClassError). Every item appears at least once. When a class has fewer items
-    than there are batches, its items are reused (drawn with replacement) until each batch gets one; a final
-    chunk of a single item gets one reused item of the smaller class. The order is a function of `seed` only.
-    """
-    if batch_size < 2:
-        raise ValueError("batch_size must be >= 2 to hold both pseudo-classes")
-    rng = random.Random(seed)
-    positives = [i for i, y in enumerate(pseudo_labels) if y > 0.5]
-    negatives = [i for i, y in enumerate(pseudo_labels) if not y > 0.5]
-    if not positives or not negatives:
-        raise MissingPseudoClassError(
-            f"{len(positives)} pseudo-positive and {len(negatives)} pseudo-negative items: "
-            "UU training needs both pseudo-classes")
-    n_batches = math.ceil(len(pseudo_labels) / batch_size)
-    while True:  # reused items add to the total, which may add a batch; converges because batch_size >= 2
-        n_pos, n_neg = max(len(positives), n_batches), max(len(negatives), n_batches)
-        if (n_pos + n_neg) % batch_size == 1:
-            n_pos, n_neg = (n_pos + 1, n_neg) if n_pos <= n_neg else (n_pos, n_neg + 1)
-        if math.ceil((n_pos + n_neg) / batch_size) == n_batches:
-            break
-        n_batches = math.ceil((n_pos + n_neg) / batch_size)
-    pos_pool = _shuffled_pool(positives, n_pos, rng)
-    neg_pool = _shuffled_pool(negatives, n_neg, rng)
-    total = n_pos + n_neg
-    sizes = [batch_size] * (n_batches - 1) + [total - batch_size * (n_batches - 1)]
-    # One item of each class per batch is reserved; the other positives fill the remaining room in proportion.
-    free_pos, room = n_pos - n_batches, total - 2 * n_batches
-    order: list[int] = []
-    filled_room = placed_pos = 0
-    for size in sizes:
-        filled_room += size - 2
-        target = math.floor(free_pos * filled_room / room + 0.5) if room else 0  # not round(): banker's
-        batch_pos = 1 + target - placed_pos
-        placed_pos = target
-        batch = [pos_pool.pop() for _ in range(batch_pos)] + [neg_pool.pop() for _ in range(size - batch_pos)]
-        rng.shuffle(batch)
-        order.extend(batch)
-    return order
-
-
-def _shuffled_pool(items: list[int], size: int, rng: random.Random) -> list[int]:
-    """All `items` once plus `size - len(items)` reused ones drawn with replacement, shuffled."""
-    pool = items + [rng.choice(items) for _ in range(size - len(items))]
-    rng.shuffle(pool)
-    return pool
 
 
 class StratifiedSampler(torch.utils.data.Sampler[int]):
@@ -410,22 +358,10 @@ def export_classifier(model: nn.Module, tokenizer: PreTrainedTokenizerBase, expo
     tokenizer) that plain `AutoModelForSequenceClassification.from_pretrained` loads: LoRA merged, 4-bit
     layers dequantized. Consumes `model`. The folder appears atomically: written beside it, then renamed."""
     stock = _stock_classifier(_plain_model(model), tokenizer.pad_token_id)
-    target = Path(export_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent)
-    try:
+    with atomic_dir(Path(export_dir), replace=True) as staging:
         stock.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if target.exists():  # os.replace cannot overwrite a non-empty directory: move the old one aside first
-            old = tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent)
-            os.replace(target, Path(old) / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(target)
+    return export_dir
 
 
 def train_finetuned(model_name_or_path: str, train_texts: list[str], train_pseudo: list[int],

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+from .sampling import stratified_batches
 
 Risk = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -21,7 +23,7 @@ Risk = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @dataclass
 class HeadTrainingConfig:
     head: str = "linear"
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -34,25 +36,6 @@ def build_head(head: str, dim: int, bias: bool) -> nn.Module:
     if head == "mlp":
         return nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=bias))
     raise ValueError(f"unknown head {head!r}")
-
-
-def stratified_batches(pseudo: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffled batches that each hold both pseudo-classes in proportion (a UU risk needs both sets).
-
-    When one class has fewer items than there are batches, its items are reused so every batch gets one."""
-    pos, neg = np.flatnonzero(pseudo == 1), np.flatnonzero(pseudo == 0)
-    if len(pos) == 0 or len(neg) == 0:
-        from .losses import MissingPseudoClassError
-        raise MissingPseudoClassError(f"pseudo-labels hold {len(pos)} positives and {len(neg)} negatives; "
-                                      "UU training needs both pseudo-classes")
-    num_batches = max(1, math.ceil(len(pseudo) / batch_size))
-    parts = []
-    for members in (pos, neg):
-        order = rng.permutation(members)
-        if len(order) < num_batches:
-            order = np.concatenate([order, rng.choice(members, num_batches - len(order))])
-        parts.append(np.array_split(order, num_batches))
-    return [np.concatenate([p, n]) for p, n in zip(*parts)]
 
 
 def fold_standardization(layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -72,7 +55,6 @@ def train_head(train_x: np.ndarray, train_pseudo: np.ndarray, val_x: np.ndarray,
     """Trains a head with `risk` on stratified mini-batches; keeps the epoch with the lowest `val_risk` on the
     pseudo-labeled validation split (no gold labels). Returns the best head and the per-epoch history."""
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     head = build_head(config.head, train_x.shape[1], bias)
     first = next(m for m in head.modules() if isinstance(m, nn.Linear))
     raw = torch.from_numpy(train_x).float()
@@ -85,7 +67,7 @@ def train_head(train_x: np.ndarray, train_pseudo: np.ndarray, val_x: np.ndarray,
     best, best_risk, history = copy.deepcopy(head), math.inf, []
     for epoch in range(1, config.epochs + 1):
         head.train()
-        for batch in stratified_batches(train_pseudo, config.batch_size, rng):
+        for batch in stratified_batches(train_pseudo, config.batch_size, config.seed + epoch):
             loss = risk(head(x[batch]).squeeze(-1), y[batch])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training risk is {loss.item()} at epoch {epoch}; lower the learning "

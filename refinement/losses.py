@@ -6,7 +6,7 @@ l(z, +) = sigmoid(-z), l(z, -) = sigmoid(z). Every risk is a scalar tensor with 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -20,8 +20,8 @@ OFFLINE_ENV = {
 # Set at import time too: transformers / huggingface_hub read some of these when they are first imported.
 os.environ.update(OFFLINE_ENV)
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
