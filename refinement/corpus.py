@@ -38,8 +38,14 @@ def load_corpus(cfg: RefineConfig) -> Corpus:
 
     raw = load_rows(cfg.dataset_path, adapter=cfg.dataset_adapter, split=cfg.dataset_split, require=())
     mapping = column_map(cfg, raw.column_names)
-    rows = load_rows(cfg.dataset_path, column_map=mapping, adapter=cfg.dataset_adapter, split=cfg.dataset_split,
-                     require=("prompt", "response")) if mapping else raw
+    if mapping:
+        rows = load_rows(cfg.dataset_path, column_map=mapping, adapter=cfg.dataset_adapter,
+                         split=cfg.dataset_split, require=("prompt", "response"))
+    elif "prompt" not in raw.column_names:
+        raise DataError(f"{cfg.dataset_path}: no '{cfg.prompt_column}' column (available: "
+                        + ", ".join(raw.column_names) + "); name the prompt column with --prompt_column")
+    else:
+        rows = raw
     if not isinstance(rows, datasets.Dataset):
         raise DataError(f"{cfg.dataset_path}: expected one table of rows")
     split_column = cfg.split_column if cfg.split_column in rows.column_names else None

@@ -33,6 +33,8 @@ def atomic_dir(target: Path, replace: bool = False):
     if target.exists() and not replace:
         raise FileExistsError(f"{target} already exists; refusing to overwrite a finished result")
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp

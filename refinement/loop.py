@@ -28,7 +28,7 @@ from .metrics import estimated_accuracy, label_quality
 from .report import write_report
 
 logger = logging.getLogger(__name__)
-RESUMABLE_CHANGES = {"num_rounds", "patience"}  # may differ between a run and its resume
+RESUMABLE_CHANGES = {"num_rounds", "patience", "output_dir"}  # may differ between a run and its resume
 
 
 def round_dir(output_dir: Path, index: int) -> Path:
@@ -117,6 +117,11 @@ class Refinement:
         labels (which the next round trains with and the round selection reads)."""
         cfg = self.cfg
         seed = cfg.seed + index
+        for split in ("train", "val"):
+            if len(np.unique(labels[split])) < 2:
+                raise priors_lib.PriorError(
+                    f"round {index}: every {split} item is pseudo-labeled {int(labels[split][0])}; UU training "
+                    "and its epoch selection need both pseudo-classes")
         p = priors_lib.check_priors(self.label_priors(labels["train"], seed), cfg.min_delta)
         risk = risk_for("pn" if cfg.loss == "cleanlab" else cfg.loss, p.prior, p.theta_p, p.theta_n, cfg.lam)
         # Every loss is selected by the same rule (robust UU on the pseudo-labeled val split), so early
@@ -139,7 +144,7 @@ class Refinement:
 
     # ---- the run ----------------------------------------------------------------------------------------------
     def _check_resume(self) -> None:
-        """A resume must use the config of the run it continues (num_rounds and patience aside)."""
+        """A resume must use the config of the run it continues (num_rounds, patience and the folder aside)."""
         saved_path = self.out / "config.json"
         current = self.cfg.to_dict()
         if saved_path.exists():

@@ -97,9 +97,9 @@ def make_config(feature_cache_dir):
     from refinement.config import RefineConfig
 
     def factory(dataset_path, output_dir, **overrides) -> RefineConfig:
-        kwargs = dict(dataset_path=str(dataset_path), output_dir=str(output_dir),
-                      model_name_or_path="embedded:minilm", mode="frozen", head="linear", max_length=64,
-                      head_epochs=15, feature_cache_dir=str(feature_cache_dir), seed=42, num_labeled=50)
+        kwargs = {"dataset_path": str(dataset_path), "output_dir": str(output_dir),
+                  "model_name_or_path": "embedded:minilm", "mode": "frozen", "head": "linear", "max_length": 64,
+                  "head_epochs": 15, "feature_cache_dir": str(feature_cache_dir), "seed": 42, "num_labeled": 50}
         kwargs.update(overrides)
         return RefineConfig(**kwargs)
 

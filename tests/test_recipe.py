@@ -1,0 +1,74 @@
+"""recipes/refine_classifier.py: YAML + CLI parsing through TrlParser, and main() end to end."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+
+import pytest
+import yaml
+from conftest import REPO, make_rows, write_jsonl
+
+from refinement.config import RefineConfig
+
+sys.path.insert(0, str(REPO / "recipes"))
+import refine_classifier
+
+sys.path.remove(str(REPO / "recipes"))
+
+YAML = REPO / "recipes" / "configs" / "refine" / "cpu_minilm.yaml"
+
+
+def test_yaml_values_kept_and_cli_overrides_applied():
+    (cfg,) = refine_classifier.make_parser().parse_args_and_config(
+        ["--config", str(YAML), "--num_rounds", "2", "--loss", "uu", "--num_labeled", "0"])
+    expected = yaml.safe_load(YAML.read_text())
+    overrides = {"num_rounds": 2, "loss": "uu", "num_labeled": 0}
+    for key, value in expected.items():
+        assert getattr(cfg, key) == overrides.get(key, value), key
+    assert expected["num_rounds"] != 2 and expected["loss"] != "uu" and expected["num_labeled"] != 0
+    # A field in neither place keeps the dataclass default.
+    defaults = RefineConfig()
+    untouched = [f for f in fields(RefineConfig) if f.name not in expected and f.name not in overrides]
+    assert untouched and all(getattr(cfg, f.name) == getattr(defaults, f.name) for f in untouched)
+
+
+def test_unknown_yaml_key_fails(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(YAML.read_text() + "not_a_field: 3\n")
+    with pytest.raises(ValueError, match="not_a_field"):
+        refine_classifier.make_parser().parse_args_and_config(["--config", str(bad)])
+
+
+def test_invalid_loss_fails():
+    with pytest.raises((ValueError, SystemExit)) as err:
+        refine_classifier.make_parser().parse_args_and_config(["--config", str(YAML), "--loss", "foo"])
+    if isinstance(err.value, ValueError):
+        assert "loss='foo'" in str(err.value)
+
+
+def test_main_runs_end_to_end(tmp_path, feature_cache_dir, capsys):
+    data = write_jsonl(tmp_path / "tiny.jsonl", make_rows({"train": 120, "val": 40, "test": 40}))
+    out = tmp_path / "run"
+    (cfg,) = refine_classifier.make_parser().parse_args_and_config([
+        "--config", str(YAML), "--dataset_path", str(data), "--output_dir", str(out),
+        "--score_column", "", "--score_quantile", "None", "--head", "linear", "--max_length", "64",
+        "--head_epochs", "15", "--num_rounds", "2", "--num_labeled", "50", "--feature_cache_dir",
+        str(feature_cache_dir)])
+    assert cfg.score_column in ("", None) and cfg.score_quantile is None
+    summary = refine_classifier.main(cfg)
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+    assert summary["selected_round"] in (1, 2)
+    assert summary["config"]["num_rounds"] == 2 and summary["config"]["head"] == "linear"
+    assert (out / "model" / "config.json").is_file() and (out / "report.md").is_file()
+    printed = capsys.readouterr().out
+    assert f"selected round {summary['selected_round']}" in printed
+    test_acc = next(r for r in summary["rounds"] if r["round"] == summary["selected_round"])["quality"]["test"]
+    assert f"{test_acc['accuracy']:.3f}" in printed
+
+
+def test_main_requires_paths():
+    (cfg,) = refine_classifier.make_parser().parse_args_and_config(["--num_rounds", "1"])
+    with pytest.raises(SystemExit, match="dataset_path"):
+        refine_classifier.main(cfg)
