@@ -12,12 +12,13 @@ import logging
 import os
 import sys
 
-# Offline by default: the embedded models and local files need no Hub. Users with Hub access may unset these.
-for _var in ("HF_HUB_DISABLE_TELEMETRY",):
+# Offline by default: the embedded models and local files need no Hub. With Hub access, run with
+# HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 to load Hub model ids and dataset names.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
     os.environ.setdefault(_var, "1")
 
 from transformers import set_seed  # noqa: E402
-from trl import TrlParser  # noqa: E402
+from alignment.trl_api import TrlParser  # noqa: E402
 
 from refinement.config import RefineConfig  # noqa: E402
 from refinement.loop import run_refinement  # noqa: E402
