@@ -26,12 +26,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from refinement.config import RefineConfig  # noqa: E402
-from refinement.loop import run_refinement  # noqa: E402
-from refinement.priors import PriorError  # noqa: E402
+from refinement.config import RefineConfig
+from refinement.loop import run_refinement
+from refinement.priors import PriorError
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl"
 METHODS = ("robust_uu", "uu", "nnuu", "pn", "cleanlab")
+
+
+def read_annotations() -> list[dict]:
+    with open(ANNOTATIONS) as handle:
+        return [json.loads(line) for line in handle]
 
 
 def simulated_labels(rows: list[dict], regime: str, seed: int = 0) -> np.ndarray:
@@ -52,20 +57,19 @@ def regime_config(regime: str, workdir: Path) -> dict:
     """Dataset-related config fields of a regime (simulated ones get their own JSONL in workdir)."""
     if regime == "real":
         return {"dataset_path": str(ANNOTATIONS), "score_column": "smollm2_zero_shot", "score_quantile": 0.5}
-    rows = [json.loads(line) for line in open(ANNOTATIONS)]
+    rows = read_annotations()
     path = workdir / f"{regime}.jsonl"
     with open(path, "w") as handle:
-        for row, pseudo in zip(rows, simulated_labels(rows, regime)):
-            handle.write(json.dumps({**row, "pseudo_label": int(pseudo)}) + "\n")
+        labels = simulated_labels(rows, regime)
+        handle.writelines(json.dumps({**row, "pseudo_label": int(y)}) + "\n" for row, y in zip(rows, labels))
     return {"dataset_path": str(path), "pseudo_label_column": "pseudo_label"}
 
 
 def gold_config(workdir: Path) -> dict:
-    rows = [json.loads(line) for line in open(ANNOTATIONS)]
+    rows = read_annotations()
     path = workdir / "gold.jsonl"
     with open(path, "w") as handle:
-        for row in rows:
-            handle.write(json.dumps({**row, "pseudo_label": row["label"]}) + "\n")
+        handle.writelines(json.dumps({**row, "pseudo_label": row["label"]}) + "\n" for row in rows)
     return {"dataset_path": str(path), "pseudo_label_column": "pseudo_label"}
 
 
@@ -92,20 +96,25 @@ def table(regime: str, results: dict, gold: list[dict]) -> list[str]:
     gold_acc = float(np.mean([g["selected"] for g in gold]))
     lines = [f"### {regime}" + (" (simulated labels)" if regime != "real" else " (real SmolLM2 labels)"), "",
              "| method | priors | round 0 | selected round | best round | last round | gap closed | "
-             "test acc per round (mean) | refused | s/round |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "test acc per round (mean) | runs | s/round |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (method, priors), runs in results.items():
         ok = [r for r in runs if "refused" not in r]
         if not ok:
-            lines.append(f"| {method} | {priors} | – | – | – | – | – | – | {len(runs)}/{len(runs)} | – |")
+            lines.append(f"| {method} | {priors} | – | – | – | – | – | – | {len(runs)}/{len(runs)} refused | – |")
             continue
         initial = ok[0]["test_per_round"][0]
         selected = [r["selected"] for r in ok]
-        per_round = np.mean([r["test_per_round"] for r in ok if len(r["test_per_round"]) == len(ok[0]["test_per_round"])], axis=0)
+        # Runs that stopped early (a round's labels failed the delta guard) count up to their last round.
+        width = max(len(r["test_per_round"]) for r in ok)
+        padded = np.array([r["test_per_round"] + [np.nan] * (width - len(r["test_per_round"])) for r in ok])
+        per_round = np.nanmean(padded, axis=0)
         gap = (np.mean(selected) - initial) / (gold_acc - initial) if gold_acc != initial else float("nan")
+        stopped = sum(len(r["test_per_round"]) < width for r in ok)
         lines.append(
             f"| {method} | {priors} | {initial:.3f} | {mean_std(selected)} | {mean_std([r['best'] for r in ok])} | "
             f"{mean_std([r['last'] for r in ok])} | {gap:.0%} | {' '.join(f'{x:.3f}' for x in per_round)} | "
-            f"{len(runs) - len(ok)}/{len(runs)} | {np.mean([r['seconds_per_round'] for r in ok]):.2f} |")
+            f"{len(runs) - len(ok)}/{len(runs)} refused, {stopped} stopped early | "
+            f"{np.mean([r['seconds_per_round'] for r in ok]):.2f} |")
     lines += [f"| gold-supervised | – | – | {mean_std([g['selected'] for g in gold])} | – | – | 100% | – | – | "
               f"{np.mean([g['seconds_per_round'] for g in gold]):.2f} |", ""]
     return lines
@@ -122,18 +131,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head", default="linear")
     parser.add_argument("--feature_layer", type=int, default=None)
     parser.add_argument("--round_selection", default="labeled")
+    parser.add_argument("--relabel_threshold", default="zero", help="zero | prior")
+    parser.add_argument("--mode", default="frozen", help="frozen | lora | qlora | full")
+    parser.add_argument("--max_train_items", type=int, default=None, help="seeded training subset (lora on CPU)")
+    parser.add_argument("--max_length", type=int, default=256)
+    parser.add_argument("--learning_rate", type=float, default=1e-4, help="lora/qlora/full")
+    parser.add_argument("--num_train_epochs", type=int, default=3, help="lora/qlora/full")
     parser.add_argument("--out", default="runs/bench_quality")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = {"model_name_or_path": args.model, "head": args.head, "feature_layer": args.feature_layer,
-              "split_column": "split", "num_rounds": args.num_rounds, "round_selection": args.round_selection}
+              "split_column": "split", "num_rounds": args.num_rounds, "round_selection": args.round_selection,
+              "relabel_threshold": args.relabel_threshold, "mode": args.mode,
+              "max_train_items": args.max_train_items, "max_length": args.max_length,
+              "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs}
     gold = [run_one({**common, **gold_config(out), "loss": "pn", "num_rounds": 1, "num_labeled": 0, "seed": s,
                      "output_dir": str(out / f"gold/seed{s}")}) for s in args.seeds]
     report = [f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
-              f"Backbone `{args.model}` frozen, head `{args.head}`, {args.num_rounds} rounds, seeds {args.seeds}, "
-              f"round selection `{args.round_selection}`.", ""]
+              f"Backbone `{args.model}` {args.mode}" + (f", head `{args.head}`" if args.mode == "frozen" else "")
+              + (f", training subset {args.max_train_items}" if args.max_train_items else "")
+              + f", {args.num_rounds} rounds, seeds {args.seeds}, "
+              f"round selection `{args.round_selection}`, relabel threshold `{args.relabel_threshold}`.", ""]
     everything = {"gold": gold}
     for regime in args.regimes:
         data = regime_config(regime, out)

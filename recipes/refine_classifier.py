@@ -17,11 +17,11 @@ import sys
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
     os.environ.setdefault(_var, "1")
 
-from transformers import set_seed  # noqa: E402
-from alignment.trl_api import TrlParser  # noqa: E402
+from transformers import set_seed
 
-from refinement.config import RefineConfig  # noqa: E402
-from refinement.loop import run_refinement  # noqa: E402
+from alignment.trl_api import TrlParser
+from refinement.config import RefineConfig
+from refinement.loop import run_refinement
 
 
 def main(args: RefineConfig) -> dict:

@@ -89,7 +89,8 @@ class FinetuneBackend:
 
         texts = self.corpus.texts
         # Writes round_dir/model (stock folder) and round_dir/epoch_selection.json.
-        train_finetuned(resolve_model(self.cfg.model_name_or_path), texts["train"], pseudo["train"].tolist(), texts["val"],
+        train_finetuned(resolve_model(self.cfg.model_name_or_path), texts["train"], pseudo["train"].tolist(),
+                        texts["val"],
                         pseudo["val"].tolist(), risk, replace(self.finetune_config, seed=seed), str(round_dir),
                         val_risk=val_risk)
         # Relabel with the shipped folder itself, so relabels and the exported model agree by construction.

@@ -8,6 +8,7 @@ from .losses import LOSSES
 
 MODES = ("frozen", "lora", "qlora", "full")
 ROUND_SELECTIONS = ("labeled", "last")
+RELABEL_THRESHOLDS = ("zero", "prior")
 
 
 @dataclass
@@ -34,6 +35,8 @@ class RefineConfig:
     lam: float = field(default=-0.001, metadata={"help": "Slope of the robust correction for a negative partial risk."})
     min_delta: float = field(default=0.02, metadata={"help": "Refuse to train when theta_p - theta_n is not above this."})
     round_selection: str = field(default="labeled", metadata={"help": "labeled: ship the round whose labels the labeled sample (or the oracle) rates best | last"})
+    relabel_threshold: str = field(default="zero", metadata={"help": "zero: harmless iff g > 0 | prior: the "
+                                   "threshold that labels a share pi of the training corpus harmless"})
     patience: int = field(default=0, metadata={"help": "Stop after this many rounds without a better selection score (0 = never)."})
     cleanlab_folds: int = 5
     # Classifier
@@ -66,7 +69,8 @@ class RefineConfig:
     deepspeed: str | None = None
 
     def __post_init__(self):
-        choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS}
+        choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS,
+                   "relabel_threshold": RELABEL_THRESHOLDS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")

@@ -58,7 +58,9 @@ def load_corpus(cfg: RefineConfig) -> Corpus:
     columns = rows.column_names
     texts = {s: [format_example(p, r) for p, r in zip(parts[s]["prompt"], parts[s]["response"])] for s in SPLITS}
     gold = {s: np.asarray(parts[s]["label"], dtype=np.int64) for s in SPLITS} if "label" in columns else None
-    scores = {s: np.asarray(parts[s]["pseudo_score"], dtype=float) for s in SPLITS} if "pseudo_score" in columns else None
+    scores = None
+    if "pseudo_score" in columns:
+        scores = {s: np.asarray(parts[s]["pseudo_score"], dtype=float) for s in SPLITS}
     if scores is not None and (cfg.score_threshold is not None or cfg.score_quantile is not None):
         # A quantile is taken over the training split only, then applied to every split.
         threshold = cfg.score_threshold

@@ -274,7 +274,8 @@ def _split_hh_dialogue(text: Any, source: str, row: int, field: str) -> tuple[st
     """``"\\n\\nHuman: q ... \\n\\nAssistant: reply"`` -> (history as prompt, final reply)."""
     cut = text.rfind(_HH_ASSISTANT) if isinstance(text, str) else -1
     if cut < 0 or not text.startswith(_HH_HUMAN):
-        raise DataError(f"{source}: row {row} field {field!r} is not a '\\n\\nHuman: ... \\n\\nAssistant: ...' dialogue")
+        raise DataError(
+            f"{source}: row {row} field {field!r} is not a '\\n\\nHuman: ... \\n\\nAssistant: ...' dialogue")
     history = text[len(_HH_HUMAN):cut].strip()
     return history, text[cut + len(_HH_ASSISTANT):].strip()
 

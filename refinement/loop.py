@@ -24,7 +24,7 @@ from .config import RefineConfig
 from .corpus import SPLITS, Corpus, load_corpus
 from .io import atomic_dir, write_json
 from .losses import risk_for
-from .metrics import estimated_accuracy, label_quality
+from .metrics import estimated_accuracy, label_quality, prior_matching_threshold
 from .report import write_report
 
 logger = logging.getLogger(__name__)
@@ -132,9 +132,12 @@ class Refinement:
             logits, info = backend.train(tmp, labels, risk, val_risk, seed)
             if not all(np.all(np.isfinite(v)) for v in logits.values()):
                 raise FloatingPointError(f"round {index}: the classifier produced non-finite logits")
-            new = {s: (logits[s] > 0).astype(np.int64) for s in SPLITS}
+            threshold = (prior_matching_threshold(logits["train"], p.prior)
+                         if cfg.relabel_threshold == "prior" else 0.0)
+            new = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
             after = self.label_priors(new["train"], seed)
             metrics = {"round": index, "priors": p.to_dict(), "label_priors": after.to_dict(),
+                       "threshold": threshold,
                        "selection_score": self.selection_score(new["train"], after),
                        "positive_rate": float(new["train"].mean()),
                        "flips": {s: int(np.sum(new[s] != labels[s])) for s in SPLITS},
@@ -149,8 +152,10 @@ class Refinement:
         current = self.cfg.to_dict()
         if saved_path.exists():
             saved = json.loads(saved_path.read_text())
+            # A field added after the run was started compares as its default (the behaviour the run had).
+            defaults = RefineConfig().to_dict()
             changed = sorted(k for k in set(saved) | set(current)
-                             if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+                             if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current.get(k))
             if changed:
                 raise ValueError(f"{self.out} holds a run with another config ({', '.join(changed)} differ); "
                                  "use a new output_dir or the same config to resume it")
@@ -192,7 +197,7 @@ class Refinement:
         selected = self.select_round(rounds)
         backend = backend or make_backend(cfg, self.corpus)
         if selected > 0:
-            backend.export(round_dir(self.out, selected), self.out / "model")
+            self._export(backend, next(r for r in rounds if r["round"] == selected))
         summary = {"config": cfg.to_dict(), "rounds": rounds, "selected_round": selected,
                    "stopped": stopped, "feature_seconds": backend.feature_seconds,
                    "labeled_items": 0 if self.labeled_idx is None else len(self.labeled_idx),
@@ -200,6 +205,16 @@ class Refinement:
         write_json(self.out / "summary.json", summary)
         write_report(self.out, summary)
         return summary
+
+    def _export(self, backend, selected: dict) -> None:
+        """The selected round's classifier as a stock folder; its config also records the decision threshold
+        (harmless iff logit > threshold) and the priors, which the logits alone do not carry."""
+        target = backend.export(round_dir(self.out, selected["round"]), self.out / "model")
+        config_path = target / "config.json"
+        config = json.loads(config_path.read_text())
+        config.update({"decision_threshold": selected.get("threshold", 0.0),
+                       "refinement_priors": selected["label_priors"], "refinement_round": selected["round"]})
+        write_json(config_path, config)
 
     def _stop_reason(self, index: int) -> str | None:
         """Early stop after `patience` trained rounds without a better selection score."""

@@ -45,8 +45,8 @@ def write_report(output_dir: Path, summary: dict) -> None:
     lines = [
         f"# Refinement run: {cfg['loss']} on {cfg['dataset_path']}", "",
         f"Classifier `{cfg['model_name_or_path']}` ({cfg['mode']}, head {cfg['head']}); priors from "
-        f"{'oracle gold labels' if not summary['labeled_items'] else str(summary['labeled_items']) + ' labeled items'}; "
-        f"seed {cfg['seed']}. Selected round: **{summary['selected_round']}**"
+        + (f"{summary['labeled_items']} labeled items; " if summary["labeled_items"] else "oracle gold labels; ")
+        + f"seed {cfg['seed']}. Selected round: **{summary['selected_round']}**"
         + (f". Stopped early: {summary['stopped']}" if summary["stopped"] else "") + ".", "",
         "Round 0 holds the annotator's labels. The priors of a round's labels (pi, theta_p, theta_n) train the "
         "next round; the selection score is the labels' accuracy estimated from those priors.", "",

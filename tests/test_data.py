@@ -118,7 +118,8 @@ def test_column_map_renames_before_validation(tmp_path):
     rows = [{"question": "q1", "answer": "a1", "is_safe": 1}, {"question": "q2", "answer": "a2", "is_safe": 0}]
     path = write_jsonl(tmp_path / "mapped.jsonl", rows)
     ds = load_rows(str(path), column_map={"question": "prompt", "answer": "response", "is_safe": "label"})
-    assert as_records(ds) == [{"prompt": "q1", "response": "a1", "label": 1}, {"prompt": "q2", "response": "a2", "label": 0}]
+    assert as_records(ds) == [{"prompt": "q1", "response": "a1", "label": 1},
+                              {"prompt": "q2", "response": "a2", "label": 0}]
 
 
 def test_column_map_missing_column_names_file_column_and_available(tmp_path):
@@ -200,7 +201,8 @@ def test_split_by_prompt_groups_prompts_and_follows_ratios(beavertails):
     sizes = {k: v.num_rows for k, v in splits.items()}
     assert sum(sizes.values()) == beavertails.num_rows
     prompts = {k: set(v["prompt"]) for k, v in splits.items()}
-    assert not (prompts["train"] & prompts["val"] or prompts["train"] & prompts["test"] or prompts["val"] & prompts["test"])
+    assert not (prompts["train"] & prompts["val"] or prompts["train"] & prompts["test"]
+                or prompts["val"] & prompts["test"])
     for key, ratio in zip(("train", "val", "test"), (0.7, 0.1, 0.2)):
         assert abs(sizes[key] / beavertails.num_rows - ratio) < 0.02, sizes
 
