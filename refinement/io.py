@@ -15,6 +15,7 @@ def write_json(path: Path, obj) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(obj, handle, indent=2, sort_keys=False, default=float)
         handle.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
     os.replace(tmp, path)
 
 
@@ -22,6 +23,7 @@ def write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -36,6 +38,7 @@ def atomic_dir(target: Path, replace: bool = False):
     for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)
     try:
         yield tmp
     except BaseException:
