@@ -21,6 +21,7 @@ from transformers import set_seed
 
 from alignment.trl_api import TrlParser
 from refinement.config import RefineConfig
+from refinement.io import distributed_state
 from refinement.loop import run_refinement
 
 
@@ -31,9 +32,10 @@ def main(args: RefineConfig) -> dict:
     summary = run_refinement(args)
     selected = next(r for r in summary["rounds"] if r["round"] == summary["selected_round"])
     test = selected.get("quality", {}).get("test", {})
-    print(f"selected round {summary['selected_round']}"
-          + (f": test accuracy {test['accuracy']:.3f}" if test else "")
-          + f"; report: {os.path.join(args.output_dir, 'report.md')}")
+    if distributed_state().is_main_process:
+        print(f"selected round {summary['selected_round']}"
+              + (f": test accuracy {test['accuracy']:.3f}" if test else "")
+              + f"; report: {os.path.join(args.output_dir, 'report.md')}")
     return summary
 
 

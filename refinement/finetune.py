@@ -37,7 +37,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from refinement.io import atomic_dir
+from refinement.io import atomic_dir, distributed_state
 from refinement.losses import MissingPseudoClassError
 from refinement.sampling import stratified_order
 
@@ -174,7 +174,7 @@ class _ValRiskLogger(TrainerCallback):
     """Logs the validation risk of each epoch, the quantity the best epoch is chosen by."""
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if metrics and f"eval_{METRIC}" in metrics:
+        if state.is_world_process_zero and metrics and f"eval_{METRIC}" in metrics:  # once, not per rank
             logger.info("epoch %.0f: %s = %.6f", state.epoch or 0, METRIC, metrics[f"eval_{METRIC}"])
 
 
@@ -374,9 +374,23 @@ def train_finetuned(model_name_or_path: str, train_texts: list[str], train_pseud
     Checkpoints live in a fresh folder under `output_dir` (never shared between rounds) and are removed
     afterwards, also on failure. The per-epoch validation risks and the chosen epoch are written to
     `output_dir/epoch_selection.json`. Returns the export path.
+
+    Under a multi-process launch (accelerate/torchrun, Trainer DDP) every rank calls this with the same
+    `output_dir` and trains together: the checkpoints go to `output_dir/.checkpoints`, the same folder on every
+    rank (the main process clears it first), so each rank reloads the best checkpoint the main process saved;
+    the main process alone writes epoch_selection.json and the export, which every rank may read on return.
     """
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    checkpoint_dir = tempfile.mkdtemp(prefix=".checkpoints-", dir=output_dir)
+    state = distributed_state()
+    if state.num_processes > 1:
+        checkpoint_dir = os.path.join(output_dir, ".checkpoints")
+        if state.is_main_process:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # left by a killed run
+            os.makedirs(checkpoint_dir)
+        state.wait_for_everyone()
+    else:
+        checkpoint_dir = tempfile.mkdtemp(prefix=".checkpoints-", dir=output_dir)
+    is_main = state.is_main_process
     try:
         trainer = fit(model_name_or_path, train_texts, train_pseudo, val_texts, val_pseudo, risk, config,
                       checkpoint_dir, val_risk)
@@ -389,7 +403,8 @@ def train_finetuned(model_name_or_path: str, train_texts: list[str], train_pseud
         trainer.accelerator.wait_for_everyone()
         return export_dir
     finally:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        if is_main:  # the folder is shared between ranks: the others are past it or failing too
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- inference
@@ -404,7 +419,9 @@ def predict_logits(model_dir_or_model: str | nn.Module, texts: Sequence[str], ba
     """
     if isinstance(model_dir_or_model, (str, os.PathLike)):
         tokenizer = tokenizer or load_tokenizer(str(model_dir_or_model))
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir_or_model))
+        # Each process scores on its own accelerator (CPU here), not on the CPU of a GPU machine.
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir_or_model)).to(
+            distributed_state().device)
     elif tokenizer is None:
         raise ValueError("an in-memory model needs its tokenizer")
     else:

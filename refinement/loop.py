@@ -8,6 +8,11 @@ finished round and ends with the same result as an uninterrupted one):
   round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json
   model/               the selected round's classifier as a stock AutoModelForSequenceClassification folder
   summary.json, report.md, rounds.png
+
+Under a multi-process launch (`accelerate launch --num_processes N`, fine-tuning modes only) every rank runs the
+loop: all ranks train each round together (Trainer DDP) in one shared workspace `.round_NN.tmp/`, only the
+main process writes files, and every rank reads each finished round back from disk, so all continue with the
+state the main process wrote.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from . import priors as priors_lib
 from .backends import make_backend
 from .config import RefineConfig
 from .corpus import SPLITS, Corpus, load_corpus
-from .io import atomic_dir, write_json
+from .io import atomic_dir, distributed_state, shared_atomic_dir, wait_for_everyone, write_json
 from .losses import risk_for
 from .metrics import estimated_accuracy, label_quality, prior_matching_threshold
 from .report import write_report
@@ -39,6 +44,9 @@ class Refinement:
     """One run. `run()` is resumable: finished round folders are read back, never recomputed."""
 
     def __init__(self, cfg: RefineConfig):
+        if cfg.mode == "frozen" and distributed_state().num_processes > 1:
+            raise ValueError(f"frozen mode runs in one process; launch with --num_processes 1 (this launch has "
+                             f"{distributed_state().num_processes})")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.corpus: Corpus = load_corpus(cfg)
@@ -128,7 +136,8 @@ class Refinement:
         # stopping alone is never mistaken for a UU gain.
         val_risk = risk_for("robust_uu", p.prior, p.theta_p, p.theta_n, cfg.lam)
         start = time.perf_counter()
-        with atomic_dir(round_dir(self.out, index)) as tmp:
+        # Every rank trains in the same workspace; the main process alone writes the round's files.
+        with shared_atomic_dir(round_dir(self.out, index)) as tmp:
             logits, info = backend.train(tmp, labels, risk, val_risk, seed)
             if not all(np.all(np.isfinite(v)) for v in logits.values()):
                 raise FloatingPointError(f"round {index}: the classifier produced non-finite logits")
@@ -142,8 +151,9 @@ class Refinement:
                        "positive_rate": float(new["train"].mean()),
                        "flips": {s: int(np.sum(new[s] != labels[s])) for s in SPLITS},
                        "quality": self.evaluate(new, logits), "seconds": time.perf_counter() - start, **info}
-            self._write_relabels(tmp, new, logits)
-            write_json(tmp / "metrics.json", metrics)
+            if distributed_state().is_main_process:
+                self._write_relabels(tmp, new, logits)
+                write_json(tmp / "metrics.json", metrics)
 
     # ---- the run ----------------------------------------------------------------------------------------------
     def _check_resume(self) -> None:
@@ -159,6 +169,9 @@ class Refinement:
             if changed:
                 raise ValueError(f"{self.out} holds a run with another config ({', '.join(changed)} differ); "
                                  "use a new output_dir or the same config to resume it")
+        wait_for_everyone()  # every rank has compared before the main process replaces config.json
+        if not distributed_state().is_main_process:
+            return
         write_json(saved_path, current)
         if self.labeled_idx is not None:
             idx = self.labeled_idx
@@ -170,14 +183,18 @@ class Refinement:
 
     def run(self) -> dict:
         cfg = self.cfg
+        main = distributed_state().is_main_process
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_resume()
         done = self.finished_rounds()
+        wait_for_everyone()  # every rank has listed the finished rounds before the main process adds round 0
         if 0 not in done:
-            self._round_zero()
+            if main:
+                self._round_zero()
             done = [0]
         elif len(done) > 1:
             logger.info("resuming %s after round %d", self.out, done[-1])
+        wait_for_everyone()
         backend = None
         stopped = None
         for index in range(done[-1] + 1, cfg.num_rounds + 1):
@@ -196,14 +213,18 @@ class Refinement:
         rounds = [self.read_round(round_dir(self.out, i))[1] for i in self.finished_rounds() if i <= cfg.num_rounds]
         selected = self.select_round(rounds)
         backend = backend or make_backend(cfg, self.corpus)
-        if selected > 0:
+        if selected > 0 and main:
             self._export(backend, next(r for r in rounds if r["round"] == selected))
         summary = {"config": cfg.to_dict(), "rounds": rounds, "selected_round": selected,
                    "stopped": stopped, "feature_seconds": backend.feature_seconds,
                    "labeled_items": 0 if self.labeled_idx is None else len(self.labeled_idx),
                    "model_dir": str(self.out / "model") if selected > 0 else None}
-        write_json(self.out / "summary.json", summary)
-        write_report(self.out, summary)
+        if main:
+            write_json(self.out / "summary.json", summary)
+            write_report(self.out, summary)
+        wait_for_everyone()
+        if not main:  # the other ranks return what the main process wrote
+            summary = json.loads((self.out / "summary.json").read_text())
         return summary
 
     def _export(self, backend, selected: dict) -> None:
