@@ -306,11 +306,16 @@ def test_label_outside_binary(tmp_path, noisy_rows, make_config):
     assert_no_rounds_after(out, 0)
 
 
-def test_one_pseudo_class_only(tmp_path, noisy_rows, make_config):
-    rows = [{**r, "pseudo_label": 1} for r in noisy_rows]
-    path = write_jsonl(tmp_path / "onepseudo.jsonl", rows)
+@pytest.mark.parametrize("transform,match", [
+    (lambda r: {**r, "pseudo_label": 1}, "every train item is pseudo-labeled 1; UU training"),
+    # pseudo-labels that are exactly the negated gold labels: delta = -1 on any sample
+    (lambda r: {**r, "pseudo_label": 1 - r["label"]}, "delta"),
+    (lambda r: {**r, "label": 1} if r["split"] == "train" else r, "one gold class"),
+], ids=["one_pseudo_class", "inverted_pseudo_labels", "one_gold_class_in_labeled_sample"])
+def test_unusable_labels_are_refused_before_round_1(tmp_path, noisy_rows, make_config, transform, match):
+    path = write_jsonl(tmp_path / "bad.jsonl", [transform(r) for r in noisy_rows])
     out = tmp_path / "out"
-    with pytest.raises(PriorError, match="every train item is pseudo-labeled 1; UU training"):
+    with pytest.raises(PriorError, match=match):
         run_refinement(make_config(path, out, num_rounds=2))
     assert_no_rounds_after(out, 1)
 
@@ -321,25 +326,6 @@ def test_delta_not_above_min_delta(tmp_path, noisy_data, make_config):
         run_refinement(make_config(noisy_data, out, num_rounds=2, min_delta=0.9))
     assert_no_rounds_after(out, 1)
     assert round_folders(out) == ["round_00"]
-
-
-def test_pseudo_labels_independent_of_gold(tmp_path, noisy_rows, make_config):
-    """Pseudo-labels that are exactly the negated gold labels: delta = -1 on any sample."""
-    rows = [{**r, "pseudo_label": 1 - r["label"]} for r in noisy_rows]
-    path = write_jsonl(tmp_path / "inverted.jsonl", rows)
-    out = tmp_path / "out"
-    with pytest.raises(PriorError, match="delta"):
-        run_refinement(make_config(path, out, num_rounds=2))
-    assert_no_rounds_after(out, 1)
-
-
-def test_labeled_sample_with_one_gold_class(tmp_path, noisy_rows, make_config):
-    rows = [{**r, "label": 1} if r["split"] == "train" else r for r in noisy_rows]
-    path = write_jsonl(tmp_path / "onegold.jsonl", rows)
-    out = tmp_path / "out"
-    with pytest.raises(PriorError, match="one gold class"):
-        run_refinement(make_config(path, out, num_rounds=2))
-    assert_no_rounds_after(out, 1)
 
 
 def test_nan_loss_from_learning_rate(tmp_path, noisy_data, make_config):
@@ -390,3 +376,13 @@ def test_unreadable_file(tmp_path, make_config, name, content):
     assert str(path) in str(err.value)
     assert "cannot read" in str(err.value)
     assert_no_rounds_after(out, 0)
+
+
+def test_patience_stops_after_a_round_without_a_better_selection_score(tmp_path, noisy_data, make_config):
+    summary = run_refinement(make_config(noisy_data, tmp_path / "out", num_rounds=5, patience=1))
+    scores = [r["selection_score"] for r in summary["rounds"]]
+    best = int(np.argmax(scores))
+    if summary["stopped"]:
+        assert summary["stopped"].startswith("patience") and len(scores) - 1 - best == 1
+    else:  # never stopped: every round beat all before it
+        assert len(scores) == 6 and all(b > a for a, b in zip(scores, scores[1:]))
