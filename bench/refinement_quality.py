@@ -40,8 +40,11 @@ def read_annotations() -> list[dict]:
 
 
 def simulated_labels(rows: list[dict], regime: str, seed: int = 0) -> np.ndarray:
+    """Pseudo-labels of a simulated regime; `gold` (no noise) trains the gold-supervised bound."""
     rng = np.random.default_rng(seed)
     gold = np.array([r["label"] for r in rows])
+    if regime == "gold":
+        return gold
     if regime == "skewed":
         flip = np.where(gold == 0, 0.7, 0.1)
     elif regime == "instance":
@@ -62,14 +65,6 @@ def regime_config(regime: str, workdir: Path) -> dict:
     with open(path, "w") as handle:
         labels = simulated_labels(rows, regime)
         handle.writelines(json.dumps({**row, "pseudo_label": int(y)}) + "\n" for row, y in zip(rows, labels))
-    return {"dataset_path": str(path), "pseudo_label_column": "pseudo_label"}
-
-
-def gold_config(workdir: Path) -> dict:
-    rows = read_annotations()
-    path = workdir / "gold.jsonl"
-    with open(path, "w") as handle:
-        handle.writelines(json.dumps({**row, "pseudo_label": row["label"]}) + "\n" for row in rows)
     return {"dataset_path": str(path), "pseudo_label_column": "pseudo_label"}
 
 
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
               "relabel_threshold": args.relabel_threshold, "mode": args.mode,
               "max_train_items": args.max_train_items, "max_length": args.max_length,
               "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs}
-    gold = [run_one({**common, **gold_config(out), "loss": "pn", "num_rounds": 1, "num_labeled": 0, "seed": s,
+    gold = [run_one({**common, **regime_config("gold", out), "loss": "pn", "num_rounds": 1, "num_labeled": 0, "seed": s,
                      "output_dir": str(out / f"gold/seed{s}")}) for s in args.seeds]
     report = [f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
               f"Backbone `{args.model}` {args.mode}" + (f", head `{args.head}`" if args.mode == "frozen" else "")
