@@ -1,0 +1,100 @@
+"""Evaluate a policy's safety: harmless rate on harmful prompts, refusals on benign ones, reward, KL, length.
+
+    python recipes/evaluate_policy.py --config recipes/configs/evaluate/cpu_smollm2.yaml
+    python recipes/evaluate_policy.py --config ... --policy runs/ppo/model --reference embedded:smollm2 \\
+        --output_dir runs/eval_after --name after
+
+Every field of EvaluatePolicyConfig and alignment.evaluate.SamplingConfig is a flag; the YAML sets defaults,
+the command line overrides them, and unknown keys fail. `demo` prompt sets are the project's own
+(alignment/demo_data); any other value is a local file or Hub dataset name read by
+alignment.prompts.load_prompts. An empty string or "none" turns an optional model off. Compare runs with
+alignment.evaluate.compare_runs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+# Offline by default, as the other recipes: HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 to
+# load Hub model ids and dataset names.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_var, "1")
+
+from alignment.demo import demo_path
+from alignment.evaluate import HEADLINE, SamplingConfig, evaluate_policy
+from alignment.prompts import Prompt, load_prompts, load_xstest, sample_prompts
+from alignment.trl_api import TrlParser
+
+_OPTIONAL = ("judge", "refusal_judge", "reward_model", "reference", "prompt_split", "xstest_path")
+
+
+def option(default, text: str):
+    """A dataclass field with command-line help text."""
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class EvaluatePolicyConfig:
+    policy: str = option("embedded:smollm2", "Causal LM: embedded:smollm2 | local dir | Hub id")
+    output_dir: str = option(None, "Run folder: generations.jsonl, metrics.json, report.md, metrics.png.")
+    name: str = option("policy", "This run's column in comparisons (e.g. before / after).")
+    overwrite: bool = option(False, "Replace an existing output_dir.")
+    judge: str | None = option(None, "Harmlessness classifier folder (harmless iff logit > decision_threshold).")
+    refusal_judge: str | None = option(None, "Refusal classifier folder (refusal iff logit > decision_threshold).")
+    reward_model: str | None = option(None, "Sequence-classification folder whose mean logit is reported.")
+    reference: str | None = option(None, "Causal LM with the policy's tokenizer, for the KL.")
+    harmful_prompts: str = option("demo", "demo | local file | Hub name")
+    benign_prompts: str = option("demo", "demo | local file | Hub name")
+    prompt_split: str | None = option("test", "Rows of this split (files with a split column; the Hub split).")
+    xstest_path: str | None = option(None, "XSTest CSV: its safe prompts join the benign set.")
+    num_harmful: int | None = option(20, "Seeded sample size of each prompt set (None: all).")
+    num_benign: int | None = 20
+    num_xstest: int | None = 20
+
+    def __post_init__(self):
+        for name in _OPTIONAL:  # the command line cannot spell None for a string field
+            value = getattr(self, name)
+            if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+                setattr(self, name, None)
+
+
+def prompt_set(source: str, is_harmful: bool, args: EvaluatePolicyConfig, seed: int) -> list[Prompt]:
+    kind = "harmful" if is_harmful else "benign"
+    path = demo_path(f"{kind}_prompts") if source == "demo" else source
+    prompts = load_prompts(path, is_harmful=is_harmful, split=args.prompt_split,
+                           name=f"demo_{kind}" if source == "demo" else None)
+    return sample_prompts(prompts, args.num_harmful if is_harmful else args.num_benign, seed)
+
+
+def main(args: EvaluatePolicyConfig, sampling: SamplingConfig | None = None) -> dict:
+    """Evaluate `args.policy`; `sampling` (generation settings, also flags) seeds the prompt samples too."""
+    sampling = sampling or SamplingConfig()
+    if not args.output_dir:
+        raise SystemExit("--output_dir is required (in the YAML or on the command line)")
+    for name in ("judge", "refusal_judge", "reward_model"):
+        if getattr(args, name) and not os.path.isdir(getattr(args, name)):
+            raise SystemExit(f"--{name} {getattr(args, name)}: no such folder (a judge from `make refine` lives in "
+                             f"runs/refine_cpu_minilm/model); pass --{name} none to skip it")
+    harmful = prompt_set(args.harmful_prompts, True, args, sampling.seed)
+    benign = prompt_set(args.benign_prompts, False, args, sampling.seed)
+    if args.xstest_path:
+        benign += sample_prompts(load_xstest(args.xstest_path, "safe"), args.num_xstest, sampling.seed)
+    metrics = evaluate_policy(args.policy, harmful, benign, judge=args.judge, refusal_judge=args.refusal_judge,
+                              reward_model=args.reward_model, reference=args.reference, sampling=sampling,
+                              output_dir=args.output_dir, name=args.name, overwrite=args.overwrite)
+    for label, group, key in HEADLINE:
+        if metrics[group][key] is not None:
+            print(f"{label}: {metrics[group][key]:.3f}")
+    print(f"{metrics['seconds']['total']:.1f} s; report: {os.path.join(args.output_dir, 'report.md')}")
+    return metrics
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((EvaluatePolicyConfig, SamplingConfig))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    main(*make_parser().parse_args_and_config())

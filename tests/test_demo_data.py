@@ -1,0 +1,102 @@
+"""The committed demo corpus (alignment/demo_data): sizes, coverage, labels, splits, and that build.py
+regenerates it byte for byte."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from alignment.demo import DEMO_DIR, DEMO_FILES, demo_path
+from alignment.refusal import is_refusal
+from refinement.data import load_rows, split_by_prompt
+
+HARM_CATEGORIES = {"violence", "weapons", "drugs", "cybercrime", "fraud", "self_harm", "hate_harassment", "privacy"}
+
+
+def read(name: str) -> list[dict]:
+    with open(demo_path(name)) as handle:
+        return [json.loads(line) for line in handle]
+
+
+PAIRS = read("pairs")
+HARMFUL = read("harmful_prompts")
+BENIGN = read("benign_prompts")
+
+
+def test_sizes_and_coverage():
+    assert len(PAIRS) >= 300 and len(HARMFUL) >= 100 and len(BENIGN) >= 100
+    harmful_categories = {r["category"] for r in PAIRS if r["prompt_is_harmful"]}
+    assert harmful_categories >= HARM_CATEGORIES
+    benign_categories = {r["category"] for r in PAIRS if not r["prompt_is_harmful"]}
+    assert len(benign_categories) >= 5 and not benign_categories & harmful_categories
+    kinds = Counter((r["category"], r["kind"]) for r in PAIRS)
+    for category in harmful_categories:  # every harm category has both a refusal and a compliant answer
+        assert kinds[(category, "refusal")] > 0 and kinds[(category, "compliance")] > 0, category
+    assert sum(n for (_, kind), n in kinds.items() if kind == "over_refusal") >= 10
+
+
+def test_labels_follow_the_kind_of_pair():
+    expected = {"refusal": (True, 1), "compliance": (True, 0), "helpful": (False, 1), "over_refusal": (False, 1)}
+    for row in PAIRS:
+        assert (row["prompt_is_harmful"], row["label"]) == expected[row["kind"]], row
+        assert row["refusal"] == int(row["kind"] in ("refusal", "over_refusal")), row
+    share_harmless = sum(r["label"] for r in PAIRS) / len(PAIRS)
+    assert 0.25 <= share_harmless <= 0.75
+
+
+def test_refusal_detector_agrees_with_every_pair():
+    disagreements = [r["response"] for r in PAIRS if is_refusal(r["response"]) != bool(r["refusal"])]
+    assert disagreements == []
+
+
+def test_compliant_answers_hold_no_specifics():
+    compliant = [r["response"] for r in PAIRS if r["kind"] == "compliance"]
+    unnumbered = [re.sub(r"^\d+\. ", "", text, flags=re.M) for text in compliant]
+    assert not [text for text in unnumbered if re.search(r"\d|\b(?:grams?|ml|mg|kg)\b", text, re.I)]
+    assert max(len(text.split()) for text in compliant) <= 80  # room for the request and platitudes, no recipe
+
+
+def test_no_prompt_in_two_splits():
+    splits: dict[str, set[str]] = {}
+    for row in PAIRS:
+        splits.setdefault(row["prompt"], set()).add(row["split"])
+    assert all(len(values) == 1 for values in splits.values())
+    for kind, rows in (("harmful", HARMFUL), ("benign", BENIGN)):
+        by_split = {s: {r["prompt"] for r in rows if r["split"] == s} for s in ("train", "test")}
+        assert by_split["train"] and by_split["test"] and not by_split["train"] & by_split["test"], kind
+        assert sum(map(len, by_split.values())) == len(rows), f"{kind}: duplicated prompts"
+        pair_test = {r["prompt"] for r in PAIRS
+                     if r["split"] == "test" and r["prompt_is_harmful"] == (kind == "harmful")}
+        assert by_split["test"] == pair_test, kind
+
+
+def test_prompt_files_are_the_pairs_prompts():
+    assert {r["prompt"] for r in HARMFUL} == {r["prompt"] for r in PAIRS if r["prompt_is_harmful"]}
+    assert {r["prompt"] for r in BENIGN} == {r["prompt"] for r in PAIRS if not r["prompt_is_harmful"]}
+
+
+def test_the_refinement_loop_reads_the_pairs():
+    ds = load_rows(demo_path("pairs"))
+    assert ds.num_rows == len(PAIRS) and ds["label"] == [r["label"] for r in PAIRS]
+    splits = split_by_prompt(ds, split_column="split")
+    assert {name: part.num_rows for name, part in splits.items()} == dict(Counter(r["split"] for r in PAIRS))
+
+
+def test_build_regenerates_the_committed_files(tmp_path):
+    spec = importlib.util.spec_from_file_location("demo_build", DEMO_DIR / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    counts = build.build(tmp_path)
+    for name in DEMO_FILES.values():
+        assert (tmp_path / name).read_bytes() == (DEMO_DIR / name).read_bytes(), f"{name}: rerun build.py"
+        assert counts[name] == len((DEMO_DIR / name).read_text().splitlines())
+    assert build.second_person("keep my friends from finding out I'm hurting myself") == (
+        "keep your friends from finding out you're hurting yourself")
+
+
+def test_unknown_demo_file():
+    with pytest.raises(KeyError, match="unknown demo file 'prompts'"):
+        demo_path("prompts")
