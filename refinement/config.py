@@ -2,6 +2,7 @@
 and the command line alike (CLI overrides YAML, unknown keys fail)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 from .losses import LOSSES
@@ -24,6 +25,8 @@ class RefineConfig:
     score_column: str | None = field(default=None, metadata={"help": "Annotator P(harmless) to threshold at round 0."})
     score_threshold: float | None = None
     score_quantile: float | None = field(default=None, metadata={"help": "Threshold the scores at this quantile (0.5 = median)."})
+    annotator: dict | str | None = field(default=None, metadata={"help": "Judge the pairs with an LLM first: a "
+                                        "YAML block (or JSON string) of refinement.annotation.AnnotatorConfig fields"})
     split_column: str | None = field(default="split", metadata={"help": "Use this column's train/val/test split if present."})
     max_train_items: int | None = field(default=None, metadata={"help": "Seeded subset of the training split (quick CPU runs)."})
     # Run
@@ -74,6 +77,9 @@ class RefineConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        if self.annotator is not None:
+            from .annotation.config import AnnotatorConfig
+            self.annotator = dataclasses.asdict(AnnotatorConfig.from_block(self.annotator))  # validated, resolved
         if self.num_rounds < 1 or self.num_labeled < 0:
             raise ValueError("num_rounds must be >= 1 and num_labeled >= 0 (0 = oracle priors)")
         if self.loss == "cleanlab" and self.mode != "frozen":

@@ -1,8 +1,11 @@
 """The run's data as arrays: texts, gold labels (optional) and round-0 pseudo-labels for train/val/test."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
+import datasets
 import numpy as np
 
 from .config import RefineConfig
@@ -32,10 +35,8 @@ def column_map(cfg: RefineConfig, columns: list[str]) -> dict[str, str]:
             if source and source != target and (source in columns or target in ("prompt", "pseudo_score"))}
 
 
-def load_corpus(cfg: RefineConfig) -> Corpus:
-    """Loads, splits (by prompt; a split column wins) and round-0-labels the dataset of a run."""
-    import datasets
-
+def load_schema_rows(cfg: RefineConfig) -> datasets.Dataset:
+    """The run's dataset in the row schema (prompt, response, label, pseudo_label, pseudo_score, ...)."""
     raw = load_rows(cfg.dataset_path, adapter=cfg.dataset_adapter, split=cfg.dataset_split, require=())
     mapping = column_map(cfg, raw.column_names)
     if mapping:
@@ -48,14 +49,50 @@ def load_corpus(cfg: RefineConfig) -> Corpus:
         rows = raw
     if not isinstance(rows, datasets.Dataset):
         raise DataError(f"{cfg.dataset_path}: expected one table of rows")
+    return rows
+
+
+def split_parts(cfg: RefineConfig, rows: datasets.Dataset, source: str) -> dict[str, datasets.Dataset]:
+    """train/val/test by prompt (a split column wins), the training split cut to max_train_items."""
     split_column = cfg.split_column if cfg.split_column in rows.column_names else None
-    parts = split_by_prompt(rows, seed=cfg.seed, split_column=split_column)
+    parts = dict(split_by_prompt(rows, seed=cfg.seed, split_column=split_column))
     if cfg.max_train_items and len(parts["train"]) > cfg.max_train_items:
         parts["train"] = parts["train"].shuffle(seed=cfg.seed).select(range(cfg.max_train_items))
     for split in SPLITS:
         if len(parts[split]) == 0:
-            raise DataError(f"{cfg.dataset_path}: the {split} split is empty")
-    columns = rows.column_names
+            raise DataError(f"{source}: the {split} split is empty")
+    return parts
+
+
+def load_corpus(cfg: RefineConfig) -> Corpus:
+    """Loads, splits (by prompt; a split column wins) and round-0-labels the dataset of a run."""
+    rows = load_schema_rows(cfg)
+    return corpus_from_parts(cfg, split_parts(cfg, rows, cfg.dataset_path), rows.column_names, cfg.dataset_path)
+
+
+def annotate_run_rows(cfg: RefineConfig, out_dir: Path) -> Path:
+    """The `annotator:` path: split the rows first (so the annotator's few-shot demonstrations and threshold
+    calibration can only spend val labels), then judge them into out_dir/annotated.jsonl. A finished annotation
+    with the same settings is reused; an interrupted one resumes from its cache."""
+    from .annotation import AnnotatorConfig, annotate_rows
+
+    parts = split_parts(cfg, load_schema_rows(cfg), cfg.dataset_path)
+    rows = datasets.concatenate_datasets([
+        (parts[s].remove_columns("split") if "split" in parts[s].column_names else parts[s])
+        .add_column("split", [s] * len(parts[s])) for s in SPLITS])
+    path, _ = annotate_rows(rows, AnnotatorConfig.from_block(cfg.annotator), out_dir, source=cfg.dataset_path)
+    return path
+
+
+def load_annotated_corpus(cfg: RefineConfig, path: Path) -> Corpus:
+    """The corpus of an annotated run: its split column and the annotator's labels (scores kept for reports)."""
+    annotated = load_rows(str(path), column_map={"annotator_score": "pseudo_score"}, adapter="none")
+    parts = split_parts(dataclasses.replace(cfg, split_column="split"), annotated, str(path))
+    return corpus_from_parts(cfg, parts, annotated.column_names, cfg.dataset_path)
+
+
+def corpus_from_parts(cfg: RefineConfig, parts: dict[str, datasets.Dataset], columns: list[str],
+                      source: str) -> Corpus:
     texts = {s: [format_example(p, r) for p, r in zip(parts[s]["prompt"], parts[s]["response"])] for s in SPLITS}
     gold = {s: np.asarray(parts[s]["label"], dtype=np.int64) for s in SPLITS} if "label" in columns else None
     scores = None
@@ -71,6 +108,7 @@ def load_corpus(cfg: RefineConfig) -> Corpus:
         pseudo = {s: np.asarray(parts[s]["pseudo_label"], dtype=np.int64) for s in SPLITS}
     else:
         raise DataError(
-            f"{cfg.dataset_path}: no round-0 pseudo-labels: give a '{cfg.pseudo_label_column}' column, or "
-            "score_column with score_threshold or score_quantile (available columns: " + ", ".join(columns) + ")")
-    return Corpus(texts=texts, gold=gold, pseudo=pseudo, scores=scores, source=cfg.dataset_path)
+            f"{source}: no round-0 pseudo-labels: give a '{cfg.pseudo_label_column}' column, or "
+            "score_column with score_threshold or score_quantile, or an annotator block (available columns: "
+            + ", ".join(columns) + ")")
+    return Corpus(texts=texts, gold=gold, pseudo=pseudo, scores=scores, source=source)

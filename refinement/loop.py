@@ -26,7 +26,7 @@ import numpy as np
 from . import priors as priors_lib
 from .backends import make_backend
 from .config import RefineConfig
-from .corpus import SPLITS, Corpus, load_corpus
+from .corpus import SPLITS, Corpus, annotate_run_rows, load_annotated_corpus, load_corpus
 from .io import atomic_dir, distributed_state, shared_atomic_dir, wait_for_everyone, write_json
 from .losses import risk_for
 from .metrics import estimated_accuracy, label_quality, prior_matching_threshold
@@ -49,8 +49,17 @@ class Refinement:
                              f"{distributed_state().num_processes})")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self.corpus: Corpus = load_corpus(cfg)
+        self.corpus: Corpus = self._load_corpus()
         self.labeled_idx = self._labeled_sample()
+
+    def _load_corpus(self) -> Corpus:
+        if self.cfg.annotator is None:
+            return load_corpus(self.cfg)
+        annotation_dir = self.out / "annotation"
+        if distributed_state().is_main_process:
+            annotate_run_rows(self.cfg, annotation_dir)
+        wait_for_everyone()
+        return load_annotated_corpus(self.cfg, annotation_dir / "annotated.jsonl")
 
     # ---- priors -------------------------------------------------------------------------------------------
     def _labeled_sample(self) -> np.ndarray | None:

@@ -17,6 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
+JUDGE_TOKENS = ("Yes", "No", " Yes", " No")
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}</s>"
@@ -53,14 +54,17 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         padding_side="right", model_max_length=256, chat_template=CHAT_TEMPLATE)
 
 
-def build_tiny_llama(directory: str | Path, seed: int = 0, hidden_size: int = 64) -> str:
+def build_tiny_llama(directory: str | Path, seed: int = 0, hidden_size: int = 64,
+                     extra_tokens: tuple[str, ...] = ()) -> str:
     """Save a tiny tokenizer + 2-layer LlamaForCausalLM (~100 k params) into `directory`; return its path.
 
-    Deterministic for a given seed, so tests that compare numbers across runs stay stable.
+    Deterministic for a given seed, so tests that compare numbers across runs stay stable. `extra_tokens` become
+    single tokens (e.g. JUDGE_TOKENS, so the model can answer Yes/No in one token like a real chat model).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer()
+    tokenizer.add_tokens(list(extra_tokens))
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,

@@ -1,0 +1,145 @@
+"""Annotation speed: our transformers judge vs a naive per-example `model.generate`, and few-shot prefix reuse.
+
+    python bench/annotation_speed.py                 # 128 BeaverTails pairs, SmolLM2-135M, bf16 (~10 min, 2 cores)
+    python bench/annotation_speed.py --items 32 --dtype float32
+
+Same model, dtype, items and prompts for every method; the methods run interleaved in chunks so they share
+whatever else the machine is doing. "naive" applies the chat template to each pair and calls
+`model.generate(max_new_tokens=3, greedy)` one item at a time, then parses Yes/No from the text; agreement is
+the share of items where that parsed answer equals ours (P(yes) > 0.5); an unparseable answer counts as a
+disagreement. Writes <out>/results.md and <out>/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from refinement.annotation.annotator import make_truncator
+from refinement.annotation.hf_backend import TransformersJudge
+from refinement.annotation.scoring import parse_answer
+from refinement.annotation.templates import Demonstration, get_template, messages_for
+
+ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl"
+
+
+def load_items(count: int, seed: int) -> tuple[list[dict], list[Demonstration]]:
+    """`count` test-split pairs (seeded) and 4 fixed val-split demonstrations (2 harmless, 2 harmful)."""
+    rows = [json.loads(line) for line in ANNOTATIONS.open()]
+    test = [r for r in rows if r["split"] == "test"]
+    picked = [test[i] for i in np.random.default_rng(seed).choice(len(test), count, replace=False)]
+    val = [r for r in rows if r["split"] == "val"]
+    demos = [r for label in (1, 0) for r in [v for v in val if v["label"] == label][:2]]
+    return picked, [Demonstration(d["prompt"], d["response"], d["label"]) for d in demos]
+
+
+def naive_generate(judge: TransformersJudge, conversations: list[list[dict]]) -> np.ndarray:
+    """What a first script would do: template, generate a few tokens, parse the word."""
+    answers = []
+    with torch.inference_mode():
+        for messages in conversations:
+            ids = judge.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                      return_dict=True).to(judge.device)
+            out = judge.model.generate(**ids, max_new_tokens=3, do_sample=False,
+                                       pad_token_id=judge.tokenizer.pad_token_id)
+            answers.append(parse_answer(judge.tokenizer.decode(out[0, ids["input_ids"].shape[1]:],
+                                                               skip_special_tokens=True)))
+    return np.array(answers)
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return value, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=128)
+    parser.add_argument("--chunks", type=int, default=4, help="interleave the methods over this many chunks")
+    parser.add_argument("--model", default="embedded:smollm2")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bench_annotation_speed")
+    args = parser.parse_args(argv)
+
+    items, demos = load_items(args.items, args.seed)
+    judge = TransformersJudge(args.model, batch_size=args.batch_size, dtype=args.dtype)
+    template = get_template("response_harmful")
+    question = template.questions[0]
+    cut_prompt, cut_response = make_truncator(judge.tokenizer, 64), make_truncator(judge.tokenizer, 224)
+    pairs = [(cut_prompt(r["prompt"])[0], cut_response(r["response"])[0]) for r in items]
+
+    def conversations(shots):
+        built = [messages_for(template, question, p, r, shots) for p, r in pairs]
+        return built[0][0], [item for _, item in built]
+
+    zero_prefix, zero_items = conversations(())
+    few_prefix, few_items = conversations(demos)
+    seconds = {k: 0.0 for k in ("ours", "naive", "few_reuse", "few_no_reuse")}
+    ours, naive, few_reuse, few_plain = [], [], [], []
+    judge.p_yes(zero_prefix, zero_items[:4])  # warm-up: first-call allocations, not per-item work
+    bounds = np.linspace(0, len(pairs), args.chunks + 1).astype(int)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        judge.reuse_prefix = True
+        value, t = timed(judge.p_yes, zero_prefix, zero_items[lo:hi])
+        ours.append(value)
+        seconds["ours"] += t
+        value, t = timed(naive_generate, judge, [zero_prefix + item for item in zero_items[lo:hi]])
+        naive.append(value)
+        seconds["naive"] += t
+        value, t = timed(judge.p_yes, few_prefix, few_items[lo:hi])
+        few_reuse.append(value)
+        seconds["few_reuse"] += t
+        judge.reuse_prefix = False
+        value, t = timed(judge.p_yes, few_prefix, few_items[lo:hi])
+        few_plain.append(value)
+        seconds["few_no_reuse"] += t
+        print(f"items {lo}-{hi}: " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()), flush=True)
+    ours, naive = np.concatenate(ours), np.concatenate(naive)
+    few_reuse, few_plain = np.concatenate(few_reuse), np.concatenate(few_plain)
+    rate = {k: len(pairs) / v for k, v in seconds.items()}
+    ours_answer = (ours > 0.5).astype(float)
+    results = {
+        "items": len(pairs), "model": args.model, "dtype": args.dtype, "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(), "items_per_second": rate,
+        "speedup_vs_naive_generate": rate["ours"] / rate["naive"],
+        "speedup_prefix_reuse": rate["few_reuse"] / rate["few_no_reuse"],
+        "agreement_with_naive": float(np.mean(ours_answer == naive)),
+        "naive_unparseable": float(np.mean(np.isnan(naive))),
+        "prefix_reuse_max_abs_diff": float(np.max(np.abs(few_reuse - few_plain))),
+        "few_shot_prefix_tokens": len(judge.token_ids(few_prefix, few_items[:1])[0]),
+    }
+    command = f"python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
+    lines = [f"Command: `{command}`", "",
+             f"{len(pairs)} BeaverTails test pairs, `{args.model}` in {args.dtype}, batch {args.batch_size}, "
+             f"{torch.get_num_threads()} threads; methods interleaved over {args.chunks} chunks.", "",
+             "| method | items/s | ratio |", "|---|---|---|",
+             f"| naive per-example `generate` (zero-shot) | {rate['naive']:.2f} | 1.00 |",
+             f"| ours, one forward pass, batched (zero-shot) | {rate['ours']:.2f} | "
+             f"{results['speedup_vs_naive_generate']:.2f}× |",
+             f"| few-shot (4 demos, {results['few_shot_prefix_tokens']}-token prefix), prefix re-encoded | "
+             f"{rate['few_no_reuse']:.2f} | 1.00 |",
+             f"| few-shot, prefix KV cache reused | {rate['few_reuse']:.2f} | {results['speedup_prefix_reuse']:.2f}× |",
+             "",
+             f"Agreement of our label with the naive generated answer: {results['agreement_with_naive']:.1%} "
+             f"(unparseable generations: {results['naive_unparseable']:.1%}). Largest |P(yes)| difference "
+             f"between few-shot with and without prefix reuse: {results['prefix_reuse_max_abs_diff']:.2e}.", ""]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
