@@ -1,1 +1,2 @@
-"""PPO/GRPO on the refined reward, safety evaluation and generative self-refinement: see issues 5 and 6."""
+"""Safety alignment: prompt sets (prompts), the project's demo corpus (demo, demo_data/), refusal detection
+(refusal) and safety evaluation (evaluate); every TRL name comes through trl_api."""

@@ -106,6 +106,20 @@ def make_config(feature_cache_dir):
     return factory
 
 
+def import_recipe(name: str):
+    """A script of recipes/ as a module (recipes/ is not a package: scripts are launched by path)."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickle look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under `folder` (to prove folders were left byte-identical)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

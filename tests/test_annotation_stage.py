@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, make_rows, tree_digest, write_jsonl
+from conftest import REPO, import_recipe, make_rows, tree_digest, write_jsonl
 from fake_openai_server import FakeServer
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
 
@@ -20,11 +19,8 @@ from refinement.config import RefineConfig
 from refinement.data import load_rows
 from refinement.loop import run_refinement
 
-sys.path.insert(0, str(REPO / "recipes"))
-import annotate
-import refine_classifier
-
-sys.path.remove(str(REPO / "recipes"))
+annotate = import_recipe("annotate")
+refine_classifier = import_recipe("refine_classifier")
 
 SIZES = {"train": 40, "val": 24, "test": 16}
 

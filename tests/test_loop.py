@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import OFFLINE_ENV, REPO, round_folders, tree_digest, write_jsonl
+from conftest import OFFLINE_ENV, REPO, import_recipe, round_folders, tree_digest, write_jsonl
 
 from refinement.data import DataError
 from refinement.io import atomic_dir
@@ -182,11 +182,7 @@ def recipe_args(data: Path, out: Path, cache: Path) -> list[str]:
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, noisy_data, feature_cache_dir):
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        import refine_classifier
-    finally:
-        sys.path.remove(str(REPO / "recipes"))
+    refine_classifier = import_recipe("refine_classifier")
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     command = [sys.executable, "recipes/refine_classifier.py", *recipe_args(noisy_data, killed, feature_cache_dir)]
     env = {**os.environ, **OFFLINE_ENV}

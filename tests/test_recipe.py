@@ -2,19 +2,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import fields
 
 import pytest
 import yaml
-from conftest import REPO, make_rows, write_jsonl
+from conftest import REPO, import_recipe, make_rows, write_jsonl
 
 from refinement.config import RefineConfig
 
-sys.path.insert(0, str(REPO / "recipes"))
-import refine_classifier
-
-sys.path.remove(str(REPO / "recipes"))
+refine_classifier = import_recipe("refine_classifier")
 
 YAML = REPO / "recipes" / "configs" / "refine" / "cpu_minilm.yaml"
 
