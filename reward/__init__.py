@@ -1,4 +1,13 @@
-"""The refined classifier as a reward model (export, Hub push, TRL reward functions): see issue 4.
+"""The refined classifier as a reward model (issue 4).
 
-A refinement run already ships its classifier as a stock AutoModelForSequenceClassification folder
-(`<output_dir>/model`, one logit, higher = more harmless), loadable by TRL as a reward model by path."""
+export.py     a refinement run's round -> self-describing stock classifier folder (checked by reloading)
+card.py       its model card (README.md + Hub metadata), rendered from the exported config alone
+hub.py        push to the Hugging Face Hub (create_repo + upload_folder), or a dry run
+scoring.py    an exported folder loaded with plain transformers; the logit transforms
+texts.py      TRL prompts/completions (plain or conversational) -> the classifier's training text format
+functions.py  TRL reward callables (GRPO/RLOO), also by dotted path for `trl grpo --reward_funcs`
+ppo.py        PPO reward models on the policy's token ids: native, or the re-tokenizing adapter
+lagrangian.py safe RL: reward = task − λ·cost, λ by safe-rlhf's dual ascent in a TrainerCallback
+evaluate.py   pairwise (HH-RLHF) and pointwise (BeaverTails, XSTest) accuracy of reward models side by side
+
+Label convention: 1 = harmless; the one logit is higher for more harmless text."""

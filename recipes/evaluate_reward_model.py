@@ -1,0 +1,94 @@
+"""Evaluate reward models side by side: HH-RLHF pairwise accuracy, BeaverTails / XSTest accuracy, F1 and AUC.
+
+    python recipes/evaluate_reward_model.py --config recipes/configs/reward/evaluate_cpu_minilm.yaml
+    python recipes/evaluate_reward_model.py --models refined=runs/reward/a vanilla=runs/reward/b \
+        --output_dir runs/reward_eval/mine --max_items 200
+
+Each model is `name=folder` (an exported reward folder, or any one-logit classifier folder). Set a data path to
+None (or "") to skip that set. Writes <output_dir>/results.json and results.md (the table, with this command).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_var, "1")
+
+from alignment.trl_api import TrlParser
+from refinement.io import write_json, write_text
+from reward.evaluate import evaluate_models, load_labelled, load_pairs, load_xstest, results_table
+
+DATA = "../shared/data"
+
+
+@dataclass
+class EvaluateConfig:
+    models: list[str] = field(default=None, metadata={"help": "name=folder entries, one per reward model."})
+    output_dir: str = field(default=None, metadata={"help": "results.json and results.md go here."})
+    hh_rlhf_path: str | None = field(default=f"{DATA}/hh-rlhf-harmless-base/test.jsonl.gz",
+                                     metadata={"help": "Preference pairs for pairwise accuracy."})
+    beavertails_path: str | None = field(default=f"{DATA}/annotations/beavertails_smollm2.jsonl",
+                                         metadata={"help": "Labelled (prompt, response, label) rows."})
+    beavertails_split: str | None = field(default="test", metadata={"help": "Keep rows whose split column is this "
+                                          "(the refinement runs' held-out split)."})
+    xstest_dir: str | None = field(default=f"{DATA}/xstest", metadata={"help": "XSTest checkout (model_completions/)."})
+    max_items: int | None = field(default=None, metadata={"help": "First N items of every set (quick runs)."})
+    batch_size: int = 32
+    max_length: int | None = field(default=None, metadata={"help": "Default: each model's reward_max_length."})
+
+
+def parse_models(entries: list[str] | None) -> dict[str, str]:
+    models = {}
+    for entry in entries or []:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--models entry {entry!r}: expected name=folder")
+        if name in models:
+            raise SystemExit(f"--models: the name {name!r} is used twice")
+        models[name] = path
+    if not models:
+        raise SystemExit("--models is required: one or more name=folder entries")
+    return models
+
+
+def given(path: str | None) -> bool:
+    """A data path to use; None, "" and "None" (what the command line passes for None) skip the set."""
+    return bool(path) and path.lower() != "none"
+
+
+def main(args: EvaluateConfig, command: str | None = None) -> dict:
+    if not args.output_dir:
+        raise SystemExit("--output_dir is required (in the YAML or on the command line)")
+    models = parse_models(args.models)
+    pairs = [load_pairs(args.hh_rlhf_path, "hh_rlhf_harmless", args.max_items)] if given(args.hh_rlhf_path) else []
+    labelled = []
+    if given(args.beavertails_path):
+        labelled.append(load_labelled(args.beavertails_path, "beavertails_test", args.beavertails_split,
+                                      max_items=args.max_items))
+    if given(args.xstest_dir):
+        labelled.append(load_xstest(args.xstest_dir, "xstest", args.max_items))
+    if not pairs and not labelled:
+        raise SystemExit("every evaluation set is switched off; give at least one data path")
+    results = evaluate_models(models, pairs, labelled, args.batch_size, args.max_length)
+    table = results_table(results, pairs, labelled)
+    command = command or "python " + " ".join(sys.argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", {"config": asdict(args), "command": command, "results": results})
+    write_text(out / "results.md", f"Command: `{command}`\n\n{table}\n")
+    print(table)
+    return results
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((EvaluateConfig,))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    (config,) = make_parser().parse_args_and_config()
+    main(config)
