@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
-from conftest import DATA, REPO
+from conftest import DATA, import_recipe
 from test_reward_fixtures import plain_logits
 
 from refinement.data import DataError, format_example
@@ -20,10 +19,7 @@ from reward.evaluate import (
     xstest_label,
 )
 
-sys.path.insert(0, str(REPO / "recipes"))
-import evaluate_reward_model as evaluate_recipe
-
-sys.path.remove(str(REPO / "recipes"))
+evaluate_recipe = import_recipe("evaluate_reward_model")
 
 pytest_plugins = ["test_reward_fixtures"]  # the shared tiny reward models (fixture reward_models)
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import import_recipe
 from huggingface_hub import ModelCard
 from tiny_models import build_tiny_llama
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -27,10 +26,7 @@ from reward.export import (
 )
 from reward.hub import folder_files, push_to_hub
 
-sys.path.insert(0, str(REPO / "recipes"))
-import export_reward_model as export_recipe
-
-sys.path.remove(str(REPO / "recipes"))
+export_recipe = import_recipe("export_reward_model")
 
 pytest_plugins = ["test_reward_fixtures"]  # the shared tiny reward models (fixture reward_models)
 
