@@ -143,6 +143,8 @@ class LagrangianCallback(TrainerCallback):
         self.multiplier.step(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "train_runtime" in logs:  # the end-of-training summary is not a step
+            return
         last = self.multiplier.history[-1] if self.multiplier.history else {}
         extra = {"lagrangian/lambda": self.multiplier.value}
         if last.get("mean_cost") is not None:  # the window mean of the last update (no collective call here)

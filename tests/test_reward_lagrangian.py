@@ -94,7 +94,7 @@ def test_callback_updates_lambda_during_grpo(reward_models, tmp_path):
     assert len(lambdas) == 2 and 1.0 > lambdas[0] > lambdas[1] > 0
     assert all(h["mean_cost"] < 0 for h in m.history)
     logged = [e["lagrangian/lambda"] for e in trainer.state.log_history if "lagrangian/lambda" in e]
-    assert logged and logged[-1] == pytest.approx(lambdas[-1])
+    assert logged == pytest.approx(lambdas)  # one entry per step log (GRPO logs after on_step_end), none more
     assert any("rewards/lagrangian/mean" in e for e in trainer.state.log_history)
 
 
@@ -108,6 +108,9 @@ def test_callback_updates_lambda_during_ppo(reward_models, tmp_path):
     trainer.train()
     assert [h["mean_cost"] for h in m.history] == [1.0, 1.0]
     assert [h["lambda"] for h in m.history] == pytest.approx([1.05, 1.05])  # e^0.1 = 1.105, clipped at λmax
+    # PPO logs a step before its on_step_end: each entry carries the λ that step's rollouts used.
+    logged = [e["lagrangian/lambda"] for e in trainer.state.log_history if "lagrangian/lambda" in e]
+    assert logged == pytest.approx([1.0, 1.05])
     # PPO's score = −λ·1, minus missing_eos_penalty (1.0) for the share of completions without eos: λ = 1 in the
     # first rollout, 1.05 in the second.
     scores = [e["objective/scores"] for e in trainer.state.log_history if "objective/scores" in e]
