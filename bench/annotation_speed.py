@@ -3,11 +3,13 @@
     python bench/annotation_speed.py                 # 128 BeaverTails pairs, SmolLM2-135M, bf16 (~10 min, 2 cores)
     python bench/annotation_speed.py --items 32 --dtype float32
 
-Same model, dtype, items and prompts for every method; the methods run interleaved in chunks so they share
-whatever else the machine is doing. "naive" applies the chat template to each pair and calls
-`model.generate(max_new_tokens=3, greedy)` one item at a time, then parses Yes/No from the text; agreement is
-the share of items where that parsed answer equals ours (P(yes) > 0.5); an unparseable answer counts as a
-disagreement. Writes <out>/results.md and <out>/results.json.
+Same model, items and prompts for every method; the methods run interleaved in chunks so they share whatever
+else the machine is doing. "naive" applies the chat template to each pair and calls
+`model.generate(max_new_tokens=3, greedy)` one item at a time, then parses Yes/No from the text: once with the
+model as `from_pretrained` loads it by default (float32, what a first script gets) and once in our dtype (which
+isolates batching and the single forward pass). Agreement is the share of items where the parsed answer equals
+ours (P(yes) > 0.5), among the items whose generation starts with Yes or No (SmolLM2 often starts "The AI
+assistant ..." instead: that share is reported too). Writes <out>/results.md and .json.
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM
 
 from refinement.annotation.annotator import make_truncator
 from refinement.annotation.hf_backend import TransformersJudge
 from refinement.annotation.scoring import parse_answer
 from refinement.annotation.templates import Demonstration, get_template, messages_for
+from refinement.embedded import resolve_model
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl"
 
@@ -41,18 +45,22 @@ def load_items(count: int, seed: int) -> tuple[list[dict], list[Demonstration]]:
     return picked, [Demonstration(d["prompt"], d["response"], d["label"]) for d in demos]
 
 
-def naive_generate(judge: TransformersJudge, conversations: list[list[dict]]) -> np.ndarray:
+def naive_generate(model, tokenizer, conversations: list[list[dict]]) -> np.ndarray:
     """What a first script would do: template, generate a few tokens, parse the word."""
     answers = []
     with torch.inference_mode():
         for messages in conversations:
-            ids = judge.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                      return_dict=True).to(judge.device)
-            out = judge.model.generate(**ids, max_new_tokens=3, do_sample=False,
-                                       pad_token_id=judge.tokenizer.pad_token_id)
-            answers.append(parse_answer(judge.tokenizer.decode(out[0, ids["input_ids"].shape[1]:],
-                                                               skip_special_tokens=True)))
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                return_dict=True).to(model.device)
+            out = model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            answers.append(parse_answer(tokenizer.decode(out[0, ids["input_ids"].shape[1]:],
+                                                         skip_special_tokens=True)))
     return np.array(answers)
+
+
+def agreement(ours: np.ndarray, generated: np.ndarray) -> float:
+    answered = ~np.isnan(generated)
+    return float(np.mean(ours[answered] == generated[answered])) if answered.any() else float("nan")
 
 
 def timed(fn, *args):
@@ -74,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     items, demos = load_items(args.items, args.seed)
     judge = TransformersJudge(args.model, batch_size=args.batch_size, dtype=args.dtype)
+    default_model = AutoModelForCausalLM.from_pretrained(resolve_model(args.model)).eval()  # float32
     template = get_template("response_harmful")
     question = template.questions[0]
     cut_prompt, cut_response = make_truncator(judge.tokenizer, 64), make_truncator(judge.tokenizer, 224)
@@ -85,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
 
     zero_prefix, zero_items = conversations(())
     few_prefix, few_items = conversations(demos)
-    seconds = {k: 0.0 for k in ("ours", "naive", "few_reuse", "few_no_reuse")}
-    ours, naive, few_reuse, few_plain = [], [], [], []
+    seconds = {k: 0.0 for k in ("ours", "naive", "naive_same_dtype", "few_reuse", "few_no_reuse")}
+    ours, naive, naive_same, few_reuse, few_plain = [], [], [], [], []
     judge.p_yes(zero_prefix, zero_items[:4])  # warm-up: first-call allocations, not per-item work
     bounds = np.linspace(0, len(pairs), args.chunks + 1).astype(int)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -94,9 +103,13 @@ def main(argv: list[str] | None = None) -> None:
         value, t = timed(judge.p_yes, zero_prefix, zero_items[lo:hi])
         ours.append(value)
         seconds["ours"] += t
-        value, t = timed(naive_generate, judge, [zero_prefix + item for item in zero_items[lo:hi]])
+        conversations = [zero_prefix + item for item in zero_items[lo:hi]]
+        value, t = timed(naive_generate, default_model, judge.tokenizer, conversations)
         naive.append(value)
         seconds["naive"] += t
+        value, t = timed(naive_generate, judge.model, judge.tokenizer, conversations)
+        naive_same.append(value)
+        seconds["naive_same_dtype"] += t
         value, t = timed(judge.p_yes, few_prefix, few_items[lo:hi])
         few_reuse.append(value)
         seconds["few_reuse"] += t
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         few_plain.append(value)
         seconds["few_no_reuse"] += t
         print(f"items {lo}-{hi}: " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()), flush=True)
-    ours, naive = np.concatenate(ours), np.concatenate(naive)
+    ours, naive, naive_same = np.concatenate(ours), np.concatenate(naive), np.concatenate(naive_same)
     few_reuse, few_plain = np.concatenate(few_reuse), np.concatenate(few_plain)
     rate = {k: len(pairs) / v for k, v in seconds.items()}
     ours_answer = (ours > 0.5).astype(float)
@@ -113,9 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         "items": len(pairs), "model": args.model, "dtype": args.dtype, "batch_size": args.batch_size,
         "threads": torch.get_num_threads(), "items_per_second": rate,
         "speedup_vs_naive_generate": rate["ours"] / rate["naive"],
+        "speedup_vs_naive_generate_same_dtype": rate["ours"] / rate["naive_same_dtype"],
         "speedup_prefix_reuse": rate["few_reuse"] / rate["few_no_reuse"],
-        "agreement_with_naive": float(np.mean(ours_answer == naive)),
-        "naive_unparseable": float(np.mean(np.isnan(naive))),
+        "agreement_with_naive": agreement(ours_answer, naive),
+        "agreement_with_naive_same_dtype": agreement(ours_answer, naive_same),
+        "naive_answered_yes_no": float(np.mean(~np.isnan(naive))),
+        "naive_same_dtype_answered_yes_no": float(np.mean(~np.isnan(naive_same))),
         "prefix_reuse_max_abs_diff": float(np.max(np.abs(few_reuse - few_plain))),
         "few_shot_prefix_tokens": len(judge.token_ids(few_prefix, few_items[:1])[0]),
     }
@@ -124,15 +140,20 @@ def main(argv: list[str] | None = None) -> None:
              f"{len(pairs)} BeaverTails test pairs, `{args.model}` in {args.dtype}, batch {args.batch_size}, "
              f"{torch.get_num_threads()} threads; methods interleaved over {args.chunks} chunks.", "",
              "| method | items/s | ratio |", "|---|---|---|",
-             f"| naive per-example `generate` (zero-shot) | {rate['naive']:.2f} | 1.00 |",
-             f"| ours, one forward pass, batched (zero-shot) | {rate['ours']:.2f} | "
-             f"{results['speedup_vs_naive_generate']:.2f}× |",
+             f"| naive per-example `generate`, default float32 (zero-shot) | {rate['naive']:.2f} | 1.00 |",
+             f"| naive per-example `generate`, {args.dtype} (zero-shot) | {rate['naive_same_dtype']:.2f} | "
+             f"{rate['naive_same_dtype'] / rate['naive']:.2f}× |",
+             f"| ours, one forward pass, batched, {args.dtype} (zero-shot) | {rate['ours']:.2f} | "
+             f"{results['speedup_vs_naive_generate']:.2f}× ({results['speedup_vs_naive_generate_same_dtype']:.2f}× "
+             f"over naive in {args.dtype}) |",
              f"| few-shot (4 demos, {results['few_shot_prefix_tokens']}-token prefix), prefix re-encoded | "
              f"{rate['few_no_reuse']:.2f} | 1.00 |",
              f"| few-shot, prefix KV cache reused | {rate['few_reuse']:.2f} | {results['speedup_prefix_reuse']:.2f}× |",
              "",
-             f"Agreement of our label with the naive generated answer: {results['agreement_with_naive']:.1%} "
-             f"(unparseable generations: {results['naive_unparseable']:.1%}). Largest |P(yes)| difference "
+             f"Agreement of our label with the naive generated answer, where that answer starts with Yes/No: "
+             f"{results['agreement_with_naive']:.1%} (float32; {results['naive_answered_yes_no']:.0%} of items "
+             f"answered Yes/No), {results['agreement_with_naive_same_dtype']:.1%} ({args.dtype}; "
+             f"{results['naive_same_dtype_answered_yes_no']:.0%}). Largest |P(yes)| difference "
              f"between few-shot with and without prefix reuse: {results['prefix_reuse_max_abs_diff']:.2e}.", ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

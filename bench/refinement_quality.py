@@ -7,6 +7,8 @@ Regimes (pseudo-labels of the same 3,019 BeaverTails pairs, split as in ../share
   real      SmolLM2-135M zero-shot scores thresholded at the training median (real LLM labels)
   skewed    SIMULATED: 70% of harmful items called harmless, 10% of harmless called harmful
   instance  SIMULATED: instance-dependent errors, flip probability rising with response length (~0.65 acc)
+  ours      our own annotations (recipes/annotate.py output given by --annotated), thresholded at the training
+            median; with self-refined columns in it, the LLM self-refinement baseline is reported beside UU
 Every method runs through the same harness (recipes' run_refinement) with the same features and the same
 epoch selection (robust UU on the pseudo-labeled val split). Test accuracy is on the gold test split.
 Writes <out>/results.json and <out>/results.md (tables for docs/results.md).
@@ -56,10 +58,14 @@ def simulated_labels(rows: list[dict], regime: str, seed: int = 0) -> np.ndarray
     return np.where(rng.random(len(rows)) < flip, 1 - gold, gold)
 
 
-def regime_config(regime: str, workdir: Path) -> dict:
+def regime_config(regime: str, workdir: Path, annotated: Path | None = None) -> dict:
     """Dataset-related config fields of a regime (simulated ones get their own JSONL in workdir)."""
     if regime == "real":
         return {"dataset_path": str(ANNOTATIONS), "score_column": "smollm2_zero_shot", "score_quantile": 0.5}
+    if regime == "ours":
+        if annotated is None or not annotated.exists():
+            raise SystemExit(f"regime 'ours' needs --annotated (recipes/annotate.py output): {annotated}")
+        return {"dataset_path": str(annotated), "score_column": "annotator_score", "score_quantile": 0.5}
     rows = read_annotations()
     path = workdir / f"{regime}.jsonl"
     with open(path, "w") as handle:
@@ -83,13 +89,32 @@ def run_one(fields: dict) -> dict:
             "feature_seconds": summary["feature_seconds"], "wall": time.perf_counter() - start}
 
 
+def self_refinement_row(annotated: Path) -> list[str]:
+    """The LLM self-refinement baseline: the judge's own re-judged scores, thresholded like round 0 (at the
+    training median), scored on the gold test split. No classifier is trained."""
+    rows = [json.loads(line) for line in annotated.open()]
+    if "self_refined_score" not in rows[0]:
+        return []
+    split = np.array([r["split"] for r in rows])
+    gold = np.array([r["label"] for r in rows])
+    out = []
+    for column, name in (("annotator_score", "LLM judgement (round 0)"),
+                         ("self_refined_score", "LLM self-refinement (critique and revise)")):
+        scores = np.array([np.nan if r[column] is None else r[column] for r in rows])
+        threshold = np.nanmedian(scores[split == "train"])
+        accuracy = float(np.mean((scores[split == "test"] > threshold) == gold[split == "test"]))
+        out.append(f"| {name} | – | – | {accuracy:.3f} | – | – | – | – | no training | – |")
+    return out
+
+
 def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
 
 
 def table(regime: str, results: dict, gold: list[dict]) -> list[str]:
     gold_acc = float(np.mean([g["selected"] for g in gold]))
-    lines = [f"### {regime}" + (" (simulated labels)" if regime != "real" else " (real SmolLM2 labels)"), "",
+    kind = {"real": " (real SmolLM2 labels)", "ours": " (our SmolLM2 annotations)"}.get(regime, " (simulated labels)")
+    lines = [f"### {regime}{kind}", "",
              "| method | priors | round 0 | selected round | best round | last round | gap closed | "
              "test acc per round (mean) | runs | s/round |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (method, priors), runs in results.items():
@@ -132,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_length", type=int, default=256)
     parser.add_argument("--learning_rate", type=float, default=1e-4, help="lora/qlora/full")
     parser.add_argument("--num_train_epochs", type=int, default=3, help="lora/qlora/full")
+    parser.add_argument("--annotated", type=Path, default=Path("runs/annotate_beavertails/annotated.jsonl"),
+                        help="regime 'ours': recipes/annotate.py output over ../shared/data/annotations")
     parser.add_argument("--out", default="runs/bench_quality")
     args = parser.parse_args(argv)
 
@@ -151,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
               f"round selection `{args.round_selection}`, relabel threshold `{args.relabel_threshold}`.", ""]
     everything = {"gold": gold}
     for regime in args.regimes:
-        data = regime_config(regime, out)
+        data = regime_config(regime, out, args.annotated)
         results = {}
         for method in args.methods:
             for num_labeled in args.num_labeled:
@@ -162,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(regime, key, [r.get("selected", "refused") for r in results[key]], flush=True)
         everything[regime] = {f"{m}|{p}": v for (m, p), v in results.items()}
         report += table(regime, results, gold)
+        if regime == "ours":
+            report[-1:-1] = self_refinement_row(args.annotated)
     (out / "results.json").write_text(json.dumps(everything, indent=1))
     (out / "results.md").write_text("\n".join(report))
     print("\n".join(report))

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from refinement.config import RefineConfig
-from refinement.corpus import load_corpus
+from refinement.corpus import run_corpus
 
 
 def main(run_dir: str) -> float:
@@ -33,7 +33,7 @@ def main(run_dir: str) -> float:
     with open(run / f"round_{selected:02d}" / "relabels.jsonl") as handle:
         expected = np.array([row["logit"] for row in map(json.loads, handle) if row["split"] == "test"])
     cfg = RefineConfig(**summary["config"])
-    texts = load_corpus(cfg).texts["test"]
+    texts = run_corpus(cfg, run).texts["test"]
     model = AutoModelForSequenceClassification.from_pretrained(run / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
     with torch.inference_mode():

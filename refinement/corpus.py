@@ -91,6 +91,13 @@ def load_annotated_corpus(cfg: RefineConfig, path: Path) -> Corpus:
     return corpus_from_parts(cfg, parts, annotated.column_names, cfg.dataset_path)
 
 
+def run_corpus(cfg: RefineConfig, run_dir: str | Path | None = None) -> Corpus:
+    """The corpus a finished run trained on, read back (its annotation, for a run with an `annotator:` block)."""
+    if cfg.annotator is None:
+        return load_corpus(cfg)
+    return load_annotated_corpus(cfg, Path(run_dir or cfg.output_dir) / "annotation" / "annotated.jsonl")
+
+
 def corpus_from_parts(cfg: RefineConfig, parts: dict[str, datasets.Dataset], columns: list[str],
                       source: str) -> Corpus:
     texts = {s: [format_example(p, r) for p, r in zip(parts[s]["prompt"], parts[s]["response"])] for s in SPLITS}

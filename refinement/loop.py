@@ -4,6 +4,7 @@ Layout of output_dir (one folder per round, each written atomically, so a killed
 finished round and ends with the same result as an uninterrupted one):
   config.json          the resolved config (a resume must match it, num_rounds aside)
   labeled_sample.json  the fixed i.i.d. gold sample L (few-labeled mode)
+  annotation/          with an `annotator:` block: the LLM's judgements (refinement.annotation.stage)
   round_00/            the annotator's labels: relabels.jsonl, metrics.json
   round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json
   model/               the selected round's classifier as a stock AutoModelForSequenceClassification folder

@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from refinement.config import RefineConfig
-from refinement.corpus import SPLITS, load_corpus
+from refinement.corpus import SPLITS, run_corpus
 from refinement.features import head_module_names, load_stock_classifier
 from refinement.finetune import load_tokenizer
 from refinement.heads import build_head, load_head_into
@@ -227,7 +227,7 @@ def export_reward_model(run_dir: str | os.PathLike, output_dir: str | os.PathLik
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     fields = reward_fields(summary, cfg, index, expected["train"], license)
-    texts = load_corpus(cfg).texts
+    texts = run_corpus(cfg, run).texts
     with atomic_dir(target, replace=True) as staging:
         model.config.pad_token_id = tokenizer.pad_token_id
         for key, value in fields.items():

@@ -18,6 +18,7 @@ from refinement.annotation.self_refine import REVISE, revision_messages
 from refinement.config import RefineConfig
 from refinement.data import load_rows
 from refinement.loop import run_refinement
+from reward.export import export_reward_model
 
 annotate = import_recipe("annotate")
 refine_classifier = import_recipe("refine_classifier")
@@ -142,8 +143,9 @@ def test_annotate_recipe_reads_yaml_and_cli(tmp_path, judge_dir, rows_file, caps
     config = REPO / "recipes" / "configs" / "annotate" / "cpu_smollm2.yaml"
     data, annotator_cfg = annotate.make_parser().parse_args_and_config([
         "--config", str(config), "--dataset_path", str(rows_file), "--output_dir", str(tmp_path),
-        "--model_name_or_path", judge_dir, "--dtype", "float32", "--max_items", "30"])
+        "--model_name_or_path", judge_dir, "--dtype", "float32", "--max_items", "30", "--num_demonstrations", "0"])
     assert annotator_cfg.template == yaml.safe_load(config.read_text())["template"]
+    assert annotator_cfg.num_demonstrations == 0 != yaml.safe_load(config.read_text())["num_demonstrations"]
     summary = annotate.main(data, annotator_cfg)
     assert summary["items"] == 30 and len(read_jsonl(tmp_path / "annotated.jsonl")) == 30
     assert "annotated 30 pairs" in capsys.readouterr().out
@@ -163,7 +165,7 @@ def test_refinement_with_an_annotator_block_runs_from_unlabeled_pairs(tmp_path, 
     assert summary["rounds"][0]["label_priors"]["theta_p"] > summary["rounds"][0]["label_priors"]["theta_n"]
     annotation = tmp_path / "run" / "annotation"
     annotated = read_jsonl(annotation / "annotated.jsonl")
-    assert len(annotated) == sum(SIZES.values())
+    assert len(annotated) == sum(SIZES.values()) - cfg.annotator["num_demonstrations"]  # demos are not labels
     round0 = [json.loads(line) for line in open(tmp_path / "run" / "round_00" / "relabels.jsonl")]
     train = [r for r in annotated if r["split"] == "train"]
     assert sum(r["pseudo_label"] for r in train) == sum(r["pseudo_label"] for r in round0 if r["split"] == "train")
@@ -171,3 +173,6 @@ def test_refinement_with_an_annotator_block_runs_from_unlabeled_pairs(tmp_path, 
     before = tree_digest(annotation)
     run_refinement(cfg)  # a rerun resumes: the annotation is reused as it is (the server is gone)
     assert tree_digest(annotation) == before
+    # The reward export reads the annotated corpus back to check the exported logits against training time.
+    exported = export_reward_model(tmp_path / "run", tmp_path / "reward_model")
+    assert len(json.loads((exported / "config.json").read_text())["id2label"]) == 1

@@ -1,0 +1,119 @@
+"""Judge prompts for SmolLM2 on BeaverTails: which question makes a 135M model the best harmlessness judge?
+
+    python bench/annotation_quality.py                    # val + test splits (905 pairs), ~20-40 min on 2 cores
+
+Every variant judges the same val and test pairs of ../shared/data/annotations (its split); the variant is
+chosen on val AUC only, and test numbers are reported for all. Accuracy and θp/θn on test use the threshold that
+maximizes val accuracy (a label-spending calibration on 303 val labels) and, for reference, 0.5. Judgements are
+cached in <out>/cache, so a rerun costs nothing. Writes <out>/results.md and <out>/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import datasets
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from refinement.annotation.annotator import Annotator
+from refinement.annotation.cache import JudgementCache
+from refinement.annotation.config import AnnotatorConfig
+from refinement.annotation.hf_backend import TransformersJudge
+from refinement.annotation.scoring import calibrate_threshold
+from refinement.annotation.stage import demonstrations
+from refinement.annotation.templates import get_template
+from refinement.priors import point_estimate
+
+ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl"
+VARIANTS = {  # name: (template, number of demonstrations)
+    "response_harmful (zero-shot)": ("response_harmful", 0),
+    "response_safe (zero-shot)": ("response_safe", 0),
+    "decomposed: harmful request × complies (zero-shot)": ("decomposed", 0),
+    "response_harmful (4-shot)": ("response_harmful", 4),
+}
+ENSEMBLES = {  # mean of P(harmless) of these variants: free, their judgements already exist
+    "mean of response_harmful + response_safe": ("response_harmful (zero-shot)", "response_safe (zero-shot)"),
+    "mean of response_harmful + decomposed": ("response_harmful (zero-shot)",
+                                              "decomposed: harmful request × complies (zero-shot)"),
+}
+
+
+def split_metrics(scores: np.ndarray, gold: np.ndarray, threshold: float) -> dict:
+    labels = (scores > threshold).astype(int)
+    _, theta_p, theta_n = point_estimate(gold, labels)
+    return {"auc": float(roc_auc_score(gold, scores)), "accuracy": float(np.mean(labels == gold)),
+            "accuracy_at_0.5": float(np.mean((scores > 0.5) == gold)), "theta_p": theta_p, "theta_n": theta_n,
+            "harmless_rate": float(labels.mean())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="embedded:smollm2")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--out", default="runs/bench_annotation_quality")
+    args = parser.parse_args(argv)
+
+    rows = [json.loads(line) for line in ANNOTATIONS.open()]
+    # The demonstrations the annotation stage itself would draw (4 balanced val pairs, seed 0).
+    demos = demonstrations(AnnotatorConfig(num_demonstrations=4, seed=0),
+                           datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "response", "label", "split")}
+                                                       for r in rows]), str(ANNOTATIONS))
+    demo_keys = {(d.prompt, d.response) for d in demos}
+    items = {s: [r for r in rows if r["split"] == s and (r["prompt"], r["response"]) not in demo_keys]
+             for s in ("val", "test")}
+    gold = {s: np.array([r["label"] for r in items[s]]) for s in items}
+    judge = TransformersJudge(args.model, batch_size=args.batch_size, dtype=args.dtype)
+    out = Path(args.out)
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for name in args.variants:
+        template_name, shots = VARIANTS[name]
+        template = get_template(template_name)
+        shown = demos[:shots]
+        cache = JudgementCache(out / "cache" / f"{template_name}_{shots}shot.jsonl",
+                               {"model": args.model, "template": template_name, "demonstrations": shots})
+        annotator = Annotator(judge, template, shown, cache=cache)
+        scores[name] = {s: annotator.annotate([r["prompt"] for r in items[s]],
+                                              [r["response"] for r in items[s]]).scores for s in items}
+        print(name, {s: round(roc_auc_score(gold[s], v), 3) for s, v in scores[name].items()}, flush=True)
+    for name, parts in ENSEMBLES.items():
+        if all(p in scores for p in parts):
+            scores[name] = {s: np.mean([scores[p][s] for p in parts], axis=0) for s in items}
+    shipped = {s: np.array([r["smollm2_zero_shot"] for r in items[s]]) for s in items}
+    scores["shipped scores of ../shared/data/annotations (zero-shot)"] = shipped
+
+    results = {}
+    for name, by_split in scores.items():
+        threshold = calibrate_threshold(by_split["val"], gold["val"])
+        results[name] = {"val_auc": float(roc_auc_score(gold["val"], by_split["val"])), "threshold": threshold,
+                         "test": split_metrics(by_split["test"], gold["test"], threshold)}
+    chosen = max((n for n in results if not n.startswith("shipped")), key=lambda n: results[n]["val_auc"])
+    command = f"python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
+    lines = [f"Command: `{command}`", "",
+             f"`{args.model}` ({args.dtype}); {len(items['val'])} val / {len(items['test'])} test BeaverTails pairs "
+             "(the 4 val pairs the annotation stage draws as few-shot demonstrations with seed 0 are left out). "
+             "Chosen on val AUC: "
+             f"**{chosen}**.", "",
+             "| judge prompt | val AUC | test AUC | test acc (val-fit threshold) | test acc at 0.5 | θp | θn | "
+             "θp − θn | harmless rate |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        t = r["test"]
+        lines.append(f"| {name} | {r['val_auc']:.3f} | {t['auc']:.3f} | {t['accuracy']:.3f} | "
+                     f"{t['accuracy_at_0.5']:.3f} | {t['theta_p']:.3f} | {t['theta_n']:.3f} | "
+                     f"{t['theta_p'] - t['theta_n']:.3f} | {t['harmless_rate']:.2f} |")
+    lines.append("")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"chosen": chosen, "results": results}, indent=1))
+    (out / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
