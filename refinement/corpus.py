@@ -28,9 +28,11 @@ class Corpus:
 
 def column_map(cfg: RefineConfig, columns: list[str]) -> dict[str, str]:
     """Renames from the user's column names to the row schema. The prompt and a named score column must exist
-    (load_rows names them when missing); response, label and pseudo-label columns are optional."""
+    (load_rows names them when missing); response, label and pseudo-label columns are optional. A pseudo-label
+    column that is the gold column (gold-supervised training) is not renamed: the gold labels are copied."""
+    pseudo = cfg.pseudo_label_column if cfg.pseudo_label_column != cfg.label_column else None
     pairs = ((cfg.prompt_column, "prompt"), (cfg.response_column, "response"), (cfg.label_column, "label"),
-             (cfg.pseudo_label_column, "pseudo_label"), (cfg.score_column, "pseudo_score"))
+             (pseudo, "pseudo_label"), (cfg.score_column, "pseudo_score"))
     return {source: target for source, target in pairs
             if source and source != target and (source in columns or target in ("prompt", "pseudo_score"))}
 
@@ -111,6 +113,8 @@ def corpus_from_parts(cfg: RefineConfig, parts: dict[str, datasets.Dataset], col
         if threshold is None:
             threshold = float(np.quantile(scores["train"], cfg.score_quantile))
         pseudo = {s: scores_to_pseudo_labels(scores[s], threshold=threshold) for s in SPLITS}
+    elif cfg.pseudo_label_column and cfg.pseudo_label_column == cfg.label_column and gold is not None:
+        pseudo = {s: gold[s].copy() for s in SPLITS}
     elif "pseudo_label" in columns:
         pseudo = {s: np.asarray(parts[s]["pseudo_label"], dtype=np.int64) for s in SPLITS}
     else:

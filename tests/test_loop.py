@@ -382,3 +382,13 @@ def test_patience_stops_after_a_round_without_a_better_selection_score(tmp_path,
         assert summary["stopped"].startswith("patience") and len(scores) - 1 - best == 1
     else:  # never stopped: every round beat all before it
         assert len(scores) == 6 and all(b > a for a, b in zip(scores, scores[1:]))
+
+
+def test_gold_column_as_pseudo_labels_trains_gold_supervised(make_config, noisy_data, tmp_path):
+    from refinement.corpus import load_corpus
+
+    corpus = load_corpus(make_config(noisy_data, tmp_path, pseudo_label_column="label"))
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(corpus.pseudo[split], corpus.gold[split])
+    noisy = load_corpus(make_config(noisy_data, tmp_path))
+    assert not np.array_equal(noisy.pseudo["train"], noisy.gold["train"])
