@@ -23,16 +23,12 @@ from transformers import set_seed
 
 from alignment.trl_api import TrlParser
 from refinement.annotation import AnnotatorConfig, annotate_rows
+from refinement.config import DatasetArguments
 from refinement.data import load_rows
 
 
 @dataclass
-class AnnotateDataConfig:
-    dataset_path: str = field(default=None, metadata={"help": "Local data file or Hub dataset name."})
-    dataset_adapter: str = field(default="auto", metadata={"help": "auto | beavertails | hh_rlhf | none"})
-    dataset_split: str = field(default="train", metadata={"help": "Split to read when dataset_path is a Hub name."})
-    prompt_column: str = "prompt"
-    response_column: str = "response"
+class AnnotateDataConfig(DatasetArguments):
     output_dir: str = field(default=None, metadata={"help": "Annotations and their cache go here; rerun to resume."})
     max_items: int | None = field(default=None, metadata={"help": "Annotate a seeded subset of this many rows."})
 

@@ -13,13 +13,18 @@ RELABEL_THRESHOLDS = ("zero", "prior")
 
 
 @dataclass
-class RefineConfig:
-    # Data
+class DatasetArguments:
+    """Where the (prompt, response) pairs come from: shared by the refinement and annotation recipes."""
     dataset_path: str = field(default=None, metadata={"help": "Local .jsonl/.json/.csv/.parquet file or Hub dataset name."})
     dataset_adapter: str = field(default="auto", metadata={"help": "auto | beavertails | hh_rlhf | none"})
     dataset_split: str = field(default="train", metadata={"help": "Split to read when dataset_path is a Hub name."})
     prompt_column: str = "prompt"
     response_column: str = "response"
+
+
+@dataclass
+class RefineConfig(DatasetArguments):
+    # Data (and the DatasetArguments fields)
     label_column: str | None = field(default="label", metadata={"help": "Gold labels (evaluation and the labeled sample only)."})
     pseudo_label_column: str | None = field(default="pseudo_label", metadata={"help": "Round-0 pseudo-labels, if given."})
     score_column: str | None = field(default=None, metadata={"help": "Annotator P(harmless) to threshold at round 0."})
