@@ -115,16 +115,19 @@ def test_self_refinement_rejudges_with_the_previous_verdict(tmp_path, judge_dir,
                                                 {"role": "user", "content": REVISE}]
     assert revision_messages(item, float("nan"))[1]["content"] == "No"
     rows = load_rows(str(rows_file))
-    _, summary = annotate_rows(rows, settings(judge_dir, self_refine_rounds=2), tmp_path, show_progress=False)
+    _, summary = annotate_rows(rows, settings(judge_dir, self_refine_rounds=2, threshold_quantile=0.5), tmp_path,
+                               show_progress=False)
     assert [r["round"] for r in summary["self_refinement"]] == [0, 1, 2]
     annotated = read_jsonl(tmp_path / "annotated.jsonl")
     first = np.array([r["annotator_score"] for r in annotated])
     refined = np.array([r["self_refined_score"] for r in annotated])
     assert not np.allclose(first, refined)
-    assert [r["self_refined_label"] for r in annotated] == (refined > 0.5).astype(int).tolist()
+    # Each round is thresholded by the rule (here its own median), not by round 0's threshold value.
+    assert [r["self_refined_label"] for r in annotated] == (refined > np.quantile(refined, 0.5)).astype(int).tolist()
+    assert summary["self_refinement"][2]["threshold"] == pytest.approx(np.quantile(refined, 0.5))
     # Round 2 asks anew only where round 1 changed the verdict; elsewhere its question is round 1's, cached.
-    flips = summary["self_refinement"][1]["flips"]
-    assert len((tmp_path / "judgements.jsonl").read_text().splitlines()) == 2 * len(rows) + flips
+    changed = summary["self_refinement"][1]["verdict_changes"]
+    assert len((tmp_path / "judgements.jsonl").read_text().splitlines()) == 2 * len(rows) + changed
 
 
 def test_annotator_settings_reject_unknown_keys_and_bad_choices():

@@ -39,8 +39,9 @@ def self_refine(annotator: Annotator, prompts: list[str], responses: list[str], 
             p_yes[question.name], _ = annotator.judge(prefix, items, f"{question.name}/revise",
                                                       desc=f"self-refinement round {round_index} ({question.name})")
         scores = template.combine(p_yes)
+        # Only a changed Yes/No verdict changes the next round's question; the rest is asked again from the cache.
+        changed = sum(int(np.sum((p_yes[q] > 0.5) != (history[-1].p_yes[q] > 0.5))) for q in p_yes)
         history.append(Annotations(scores=scores, labels=labels_at(scores, threshold), p_yes=p_yes,
                                    threshold=threshold, truncated=history[0].truncated,
-                                   stats={"round": round_index, "flips": int(np.sum(
-                                       labels_at(scores, threshold) != history[-1].labels))}))
+                                   stats={"round": round_index, "verdict_changes": changed}))
     return history

@@ -154,6 +154,10 @@ def annotate_rows(rows: datasets.Dataset, cfg: AnnotatorConfig, out_dir: str | P
     rounds = [dataclasses.replace(result, labels=labels_at(result.scores, threshold), threshold=threshold)]
     if cfg.self_refine_rounds:
         rounds = self_refine(annotator, prompts, responses, cfg.self_refine_rounds, threshold, initial=rounds[0])
+        # Revised scores live on another scale: each round gets the threshold by the same rule (a quantile or a
+        # calibration re-fit on the same labeled items), not round 0's value.
+        rounds[1:] = [dataclasses.replace(r, labels=labels_at(r.scores, t), threshold=t) for r, t in
+                      ((r, choose_threshold(cfg, r.scores, rows, source)[0]) for r in rounds[1:])]
     labels, keep = resolve_abstentions(rounds[0].labels, cfg.abstain)
     columns = {"annotator_score": rounds[0].scores, "pseudo_label": labels}
     if cfg.self_refine_rounds:
@@ -167,8 +171,10 @@ def annotate_rows(rows: datasets.Dataset, cfg: AnnotatorConfig, out_dir: str | P
         "labels_spent_on_demonstrations": len(demos) if cfg.num_demonstrations else 0,
         "items": len(rows), "kept": int(keep.sum()), "abstained": rounds[0].abstained, **rounds[0].stats,
         "quality": quality(rows, rounds[0].scores, rounds[0].labels),
-        "self_refinement": [{"round": i, "quality": quality(rows, r.scores, r.labels),
-                             "flips": r.stats.get("flips", 0)} for i, r in enumerate(rounds) if len(rounds) > 1],
+        "self_refinement": [{"round": i, "threshold": r.threshold, "quality": quality(rows, r.scores, r.labels),
+                             "label_flips": int(np.sum(r.labels != rounds[i - 1].labels)) if i else 0,
+                             "verdict_changes": r.stats.get("verdict_changes", 0)}
+                            for i, r in enumerate(rounds) if len(rounds) > 1],
     }
     path = out_dir / "annotated.jsonl"
     write_text(path, "".join(_row_line(rows[i], {k: v[i] for k, v in columns.items()}) for i in np.flatnonzero(keep)))
