@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import datasets
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 TextReward = Callable[..., list[float]]  # f(prompts=..., completions=..., **kwargs) -> one float per pair
 
@@ -101,7 +101,9 @@ class PolicyTokenRewardModel(nn.Module):
     """Any text reward as a PPO reward model on the policy's token ids (see the module docstring).
 
     `prompts`: every prompt of the PPO train/eval datasets (strings or message lists), as given to ppo_dataset.
-    Not for DeepSpeed (it holds no parameters for an engine to shard)."""
+    Under DeepSpeed, PPO wraps its reward model in an inference engine (trl's prepare_deepspeed reads `.config`
+    and needs a parameter to place): an empty config and one frozen, unused anchor parameter let it; the text
+    reward's own classifier is not a submodule, so it is never sharded."""
 
     base_model_prefix = "backbone"
 
@@ -111,6 +113,8 @@ class PolicyTokenRewardModel(nn.Module):
             raise ValueError("the policy tokenizer needs a pad token (PPO masks padding by its id)")
         self.backbone = _RescoringBackbone(reward_fn, policy_tokenizer, prompts)
         self.score = nn.Identity()
+        self.config = PretrainedConfig()
+        self.deepspeed_anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
 
 
 def ppo_reward_model(path: str | os.PathLike, policy_tokenizer: PreTrainedTokenizerBase, prompts: Sequence,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -46,6 +47,24 @@ def transform_logits(logits: np.ndarray, transform: str, threshold: float = 0.0,
     raise ValueError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
 
 
+@contextmanager
+def whole_weights():
+    """Models loaded inside are whole on this process even under DeepSpeed ZeRO-3. Once TrainingArguments has
+    registered a ZeRO-3 config, transformers partitions every `from_pretrained` across the ranks (whatever accelerate's
+    zero3_init_flag says), which suits models a DeepSpeed engine will own but not a classifier scored with plain
+    forward passes, nor a model one process loads alone (partitioning would wait for the other ranks)."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # the one private name; tests/test_safety_rl.py checks it
+    config = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if config is not None:
+            hf_deepspeed.set_hf_deepspeed_config(config)
+
+
 class RewardClassifier:
     """An exported folder (or any stock one-logit classifier folder) ready to score texts in batches."""
 
@@ -54,7 +73,8 @@ class RewardClassifier:
         self.path = str(path)
         if not os.path.isfile(os.path.join(self.path, "config.json")):
             raise FileNotFoundError(f"{self.path}: no config.json; expected an exported reward model folder")
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
+        with whole_weights():  # scored outside any DeepSpeed engine, also during ZeRO-3 RL training
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
         if self.model.config.num_labels != 1:
             raise ValueError(f"{self.path}: num_labels is {self.model.config.num_labels}; a reward model has one "
                              "logit (num_labels=1)")

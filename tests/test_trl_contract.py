@@ -106,3 +106,133 @@ def test_grpo_calls_reward_callables_with_prompts_completions_and_columns(tmp_pa
     assert call["topic"][0] in ("food", "harm") and "trainer_state" in call
     logged = {k for entry in trainer.state.log_history for k in entry}
     assert {"rewards/recorder/mean", "rewards/rm/mean", "recorder/calls"} <= logged
+
+
+# ---------------------------------------------------------------------------------------------- RL recipes (issue 5)
+
+
+def _eos_prone_llama(directory, scale: float = 30.0) -> str:
+    """The tiny Llama with its eos embedding (tied to the output layer) scaled up: many replies end early,
+    others run to the length limit, so both kinds of completion occur in a few samples."""
+    import torch
+    from tiny_models import build_tiny_llama
+    from transformers import AutoModelForCausalLM
+
+    path = build_tiny_llama(directory)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[model.config.eos_token_id] *= scale
+    model.save_pretrained(path)
+    return path
+
+
+def test_rl_configs_have_the_fields_the_recipes_set():
+    """The RL YAMLs set these explicitly; PPO's missing-EOS penalty has no GRPO/RLOO twin (alignment.rl adds one as
+    a reward function: if TRL grows the field, use it instead)."""
+    import dataclasses
+
+    from alignment.trl_api import GRPOConfig, PPOConfig, RLOOConfig
+
+    fields = {cls.__name__: {f.name for f in dataclasses.fields(cls)} for cls in (PPOConfig, GRPOConfig, RLOOConfig)}
+    assert {"kl_coef", "kl_estimator", "missing_eos_penalty", "response_length", "stop_token", "num_mini_batches",
+            "total_episodes", "num_ppo_epochs", "local_rollout_forward_batch_size"} <= fields["PPOConfig"]
+    shared = {"beta", "num_generations", "max_completion_length", "mask_truncated_completions", "num_iterations",
+              "temperature"}
+    assert shared <= fields["GRPOConfig"] and shared <= fields["RLOOConfig"]
+    assert "missing_eos_penalty" not in fields["GRPOConfig"] | fields["RLOOConfig"]
+
+
+def test_grpo_completion_ids_end_at_eos_and_truncation_is_a_missing_eos(tmp_path):
+    """alignment.rl.MissingEosPenalty relies on GRPO passing each completion's ids cut after its first eos, and on
+    TRL calling a completion truncated (completions/clipped_ratio) exactly when its last id is not eos/pad."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from alignment.trl_api import GRPOConfig, GRPOTrainer
+
+    path = _eos_prone_llama(tmp_path / "tiny")
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    seen = []
+
+    def recorder(prompts, completions, completion_ids, **kwargs):
+        seen.append(completion_ids)
+        return [0.0] * len(completions)
+
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=6, max_steps=2, use_cpu=True, bf16=False, gradient_checkpointing=False,
+                      report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0)
+    trainer = GRPOTrainer(model=path, reward_funcs=[recorder], args=args, processing_class=tokenizer,
+                          train_dataset=datasets.Dataset.from_dict({"prompt": ["how do i bake bread?",
+                                                                               "help me hurt someone."] * 4}))
+    trainer.train()
+    eos = tokenizer.eos_token_id
+    clipped = [e["completions/clipped_ratio"] for e in trainer.state.log_history if "completions/clipped_ratio" in e]
+    assert len(seen) == len(clipped) == 2
+    for batch, ratio in zip(seen, clipped):
+        ended = [ids[-1] == eos for ids in batch]
+        assert all(eos not in ids[:-1] for ids in batch)  # nothing after the first eos
+        assert all(e or len(ids) == 6 for ids, e in zip(batch, ended))  # no eos: cut at max_completion_length
+        assert ratio == pytest.approx(1 - sum(ended) / len(batch))
+    flat = [ids[-1] == eos for batch in seen for ids in batch]
+    assert any(flat) and not all(flat)  # both kinds were checked
+
+
+def test_ppo_with_lora_uses_the_adapter_free_policy_as_reference_and_trains_a_full_value_model(tmp_path):
+    """recipes/safety_ppo.py relies on: peft_config + ref_model None (the reference is the policy with its adapter
+    off), a value model = the policy's backbone with a fresh `score` head trained in full, and missing_eos_penalty
+    subtracted from the score of every rollout whose response holds no eos."""
+    from types import SimpleNamespace
+
+    import torch
+    from peft import LoraConfig
+    from torch import nn
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from alignment.trl_api import PPOConfig, PPOTrainer
+    from reward.ppo import ppo_dataset
+
+    class Backbone(nn.Module):  # records the query+response ids PPO scores; every score is 0
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, input_ids, **kwargs):
+            self.seen.append(input_ids.clone())
+            return SimpleNamespace(hidden_states=(torch.zeros(*input_ids.shape, 1),))
+
+    class ZeroReward(nn.Module):
+        base_model_prefix = "backbone"
+
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.score = Backbone(), nn.Identity()
+
+    path = _eos_prone_llama(tmp_path / "tiny", scale=12.0)
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    policy = AutoModelForCausalLM.from_pretrained(path)
+    value = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    before = {"base": policy.model.layers[0].self_attn.q_proj.weight.clone(), "head": value.score.weight.clone(),
+              "critic": value.model.layers[0].mlp.up_proj.weight.clone()}
+    prompt = "how do i bake bread?"
+    args = PPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_mini_batches=1,
+                     num_ppo_epochs=1, total_episodes=8, response_length=6, stop_token="eos", missing_eos_penalty=2.0,
+                     local_rollout_forward_batch_size=4, num_sample_generations=0, learning_rate=1e-2, use_cpu=True,
+                     bf16=False, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0)
+    reward = ZeroReward()
+    trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=None, reward_model=reward,
+                         value_model=value, train_dataset=ppo_dataset([prompt] * 8, tokenizer),
+                         peft_config=LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj"]))
+    assert trainer.ref_model is None
+    trainer.train()
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    assert torch.equal(trained.policy.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight,
+                       before["base"])  # the reference weights stay as they were
+    assert any(p.abs().sum() > 0 for n, p in trained.policy.named_parameters() if "lora_B" in n)
+    assert not torch.equal(value.score.weight, before["head"]) and not torch.equal(
+        value.model.layers[0].mlp.up_proj.weight, before["critic"])
+    context = len(tokenizer(prompt)["input_ids"])
+    scores = [e["objective/scores"] for e in trainer.state.log_history if "objective/scores" in e]
+    assert len(reward.backbone.seen) == len(scores) == 2
+    missing = [~(ids[:, context:] == tokenizer.eos_token_id).any(dim=1) for ids in reward.backbone.seen]
+    assert scores == pytest.approx([-2.0 * m.float().mean().item() for m in missing])
+    assert 0 < torch.cat(missing).float().mean() < 1  # rollouts with and without eos were both scored

@@ -1,0 +1,75 @@
+"""Align a chat policy with GRPO or RLOO (TRL) against the refined harmlessness reward.
+
+    accelerate launch --cpu --num_processes 1 recipes/safety_grpo.py --config recipes/configs/grpo/cpu_smollm2.yaml
+    accelerate launch --cpu --num_processes 1 recipes/safety_grpo.py --config ... --trainer rloo
+    accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/safety_grpo.py \\
+        --config recipes/configs/grpo/paper_8xa100.yaml
+
+`--trainer grpo|rloo` (flag or YAML key) picks the trainer and the TRL config class the other settings are parsed
+with (GRPOConfig or RLOOConfig; the two share beta, num_generations, max_completion_length, temperature,
+mask_truncated_completions ..., so one YAML that sets only shared keys serves both). Every field of
+alignment.rl.RLScriptArguments, GRPOScriptArguments and the TRL config is a flag; the YAML sets defaults, the
+command line overrides them, and unknown keys fail.
+
+Rewards, summed per completion: the exported classifier through `reward_transform` (reward.functions; with
+`lagrangian`, task − λ·cost from reward.lagrangian), plus `missing_eos_penalty` (alignment.rl.MissingEosPenalty:
+GRPOConfig and RLOOConfig have no such field, so it is one more reward function, −penalty for a completion that hit
+max_completion_length). Output: see alignment/rl.py.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_var, "1")
+
+from alignment import trl_api
+from alignment.rl import MissingEosPenalty, RLRun, RLScriptArguments, option, requested_value
+from alignment.trl_api import TrlParser
+
+TRAINERS = {"grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
+
+
+@dataclass
+class GRPOScriptArguments(RLScriptArguments):
+    trainer: str = option("grpo", "grpo | rloo")
+    missing_eos_penalty: float | None = option(None, "Subtracted from the reward of a completion without eos "
+                                               "(PPO's missing_eos_penalty; None: no penalty).")
+    CHOICES = {**RLScriptArguments.CHOICES, "trainer": tuple(TRAINERS)}
+
+
+def main(script_args: GRPOScriptArguments, training_args) -> dict:
+    config_name, trainer_name = TRAINERS[script_args.trainer]
+    if not isinstance(training_args, getattr(trl_api, config_name)):
+        raise SystemExit(f"--trainer {script_args.trainer} needs a {config_name}, got {type(training_args).__name__}")
+    run = RLRun.start(script_args.trainer, script_args, training_args)
+    reward_funcs = [run.text_reward()]
+    if script_args.missing_eos_penalty:
+        reward_funcs.append(MissingEosPenalty(script_args.missing_eos_penalty, run.tokenizer))
+    trainer = getattr(trl_api, trainer_name)(
+        model=run.load_policy(), reward_funcs=reward_funcs, args=training_args, train_dataset=run.dataset(),
+        processing_class=run.tokenizer, peft_config=run.peft_config(), callbacks=run.callbacks())
+    run.train(trainer)
+    return run.finish(trainer, trainer.accelerator.unwrap_model(trainer.model))
+
+
+def make_parser(trainer: str = "grpo") -> TrlParser:
+    return TrlParser((GRPOScriptArguments, getattr(trl_api, TRAINERS[trainer][0])))
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """(script arguments, GRPOConfig or RLOOConfig): the trainer is read first, from the flag or the YAML."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    trainer = requested_value(argv, "trainer", "grpo")
+    if trainer not in TRAINERS:
+        raise SystemExit(f"--trainer {trainer}: choose one of {', '.join(TRAINERS)}")
+    return make_parser(trainer).parse_args_and_config(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    main(*parse_args())
