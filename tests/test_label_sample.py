@@ -65,7 +65,7 @@ def _next_item(child) -> tuple[int, str, str]:
 
 
 def _finish(child) -> str:
-    child.expect(pexpect.EOF)
+    child.expect(pexpect.EOF, timeout=240)  # the CI machine may be loaded: exiting loads nothing, but may wait
     child.close()
     transcript = child.logfile_read.getvalue()
     assert child.exitstatus == 0, transcript
