@@ -1,4 +1,5 @@
-# Two entry points (see README): `make refine` runs the main job on the embedded default, `make test` the suite.
+# Two entry points (see README): `make pipeline` runs the whole job on the embedded default (annotate -> refine ->
+# reward model -> PPO -> before/after evaluation), `make test` the suite. `make refine` is the refinement alone.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
@@ -7,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TRL_EXPERIMENTAL_SILENCE ?= 1
 
-.PHONY: install refine test bench lint
+.PHONY: install refine pipeline test bench lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +23,10 @@ install: $(VENV)/.installed
 refine: install
 	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		recipes/refine_classifier.py --config recipes/configs/refine/cpu_minilm.yaml
+
+pipeline: install
+	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		recipes/pipeline.py --config recipes/configs/pipeline/cpu_smollm2.yaml
 
 test: install
 	$(PY) -m pytest -q
