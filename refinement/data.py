@@ -185,7 +185,11 @@ def _rename_columns(ds: datasets.Dataset, column_map: dict[str, str], source: st
         raise DataError(
             f"{source}: column_map names column(s) {missing} not in the data; available: {ds.column_names}"
         )
-    return ds.rename_columns({old: new for old, new in column_map.items() if old != new})
+    renames = {old: new for old, new in column_map.items() if old != new}
+    # A column already called like a rename's target (e.g. `label` when `refusal` is mapped to label) is not the
+    # one asked for: it gives way instead of clashing.
+    shadowed = [new for new in renames.values() if new in ds.column_names and new not in renames]
+    return ds.remove_columns(shadowed).rename_columns(renames)
 
 
 # ---------------------------------------------------------------- adapters

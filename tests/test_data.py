@@ -413,3 +413,11 @@ def test_nan_score_names_row():
 def test_exactly_one_of_threshold_or_quantile(kwargs):
     with pytest.raises(DataError, match="exactly one"):
         scores_to_pseudo_labels([0.1, 0.9], **kwargs)
+
+
+def test_a_mapped_column_replaces_one_of_the_target_name(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "response": "r", "label": 1, "refusal": i % 2}) + "\n"
+                            for i in range(4)))
+    rows = load_rows(str(path), column_map={"refusal": "label"})
+    assert rows["label"] == [0, 1, 0, 1] and "refusal" not in rows.column_names
