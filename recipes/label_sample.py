@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +34,11 @@ from pathlib import Path
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
     os.environ.setdefault(_var, "1")
 
+# Threads started by the imports and the data loading (tokenizers, torch, arrow pools) inherit a mask without
+# SIGINT, so Ctrl-C always reaches the main thread, blocked in input(); delivered to another thread it would leave
+# input() waiting forever. main() unblocks it for the question loop. (Only as a script: an importer keeps its own.)
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 import datasets
 import numpy as np
 
@@ -215,6 +221,7 @@ def main(cfg: LabelSampleConfig, ask=input) -> dict:
         first = next_unanswered(answers, len(items))
         print(f"resuming {jsonl}: {len(answers)} of {len(items)} answered"
               + (f"; next is item {first + 1}/{len(items)}" if first is not None else "; all answered"))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     ended = label_items(items, answers, jsonl, ask, width) if len(answers) < len(items) else "done"
     if ended != "done":
         print(f"\nstopped ({ended}); answers saved")
