@@ -34,11 +34,6 @@ from pathlib import Path
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
     os.environ.setdefault(_var, "1")
 
-# Threads started by the imports and the data loading (tokenizers, torch, arrow pools) inherit a mask without
-# SIGINT, so Ctrl-C always reaches the main thread, blocked in input(); delivered to another thread it would leave
-# input() waiting forever. main() unblocks it for the question loop. (Only as a script: an importer keeps its own.)
-if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 import datasets
 import numpy as np
 
@@ -221,7 +216,9 @@ def main(cfg: LabelSampleConfig, ask=input) -> dict:
         first = next_unanswered(answers, len(items))
         print(f"resuming {jsonl}: {len(answers)} of {len(items)} answered"
               + (f"; next is item {first + 1}/{len(items)}" if first is not None else "; all answered"))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # A process started from a background job inherits SIGINT ignored, and Python then keeps it ignored: Ctrl-C
+    # must still stop a labelling session (and save), so the default KeyboardInterrupt handler is put back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ended = label_items(items, answers, jsonl, ask, width) if len(answers) < len(items) else "done"
     if ended != "done":
         print(f"\nstopped ({ended}); answers saved")
