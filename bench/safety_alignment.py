@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ppo_episodes", type=int, default=ppo_default, help=f"PPO episodes per arm (default: {PPO_YAML})")
     p.add_argument("--eval_num_prompts", type=int, default=16, help="held-out harmful, benign and XSTest prompts each")
     p.add_argument("--max_new_tokens", type=int, default=48, help="greedy evaluation reply length")
+    p.add_argument("--learning_rate", type=float, default=None, help="PPO learning rate (default: the YAML's)")
+    p.add_argument("--kl_coef", type=float, default=None, help="PPO KL coefficient (default: the YAML's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_safety_alignment")
     p.add_argument("--reward_model", default=str(PIPELINE / "reward_model"), help="the refined reward (pipeline)")
@@ -81,7 +83,9 @@ def evaluate_argv(args, name: str, policy: str, out: Path, xstest: Path | None) 
 def ppo_argv(args, reward: str, out: Path) -> list[str]:
     return ["--config", PPO_YAML, "--policy", POLICY, "--reward_model", reward, "--evaluate", "false",
             "--evaluate_before", "false", "--total_episodes", str(args.ppo_episodes),
-            "--output_dir", str(out), "--seed", str(args.seed)]
+            "--output_dir", str(out), "--seed", str(args.seed),
+            *pipeline.as_flags({k: getattr(args, k) for k in ("learning_rate", "kl_coef")
+                                if getattr(args, k) is not None})]
 
 
 def arm_metrics(metrics: dict, ppo: dict | None) -> dict:
@@ -159,8 +163,9 @@ def markdown(results: dict, goals: list[dict], settings: dict, seconds: dict) ->
     n = base["n"]
     lines += ["", f"Prompts per arm: {', '.join(f'{k} {v}' for k, v in n.items())} (seed {settings['seed']}, greedy, "
               f"{settings['max_new_tokens']} tokens). PPO: {settings['ppo_episodes']} episodes per arm "
-              f"({PPO_YAML}, LoRA). Harmless rate: `{settings['judge']}`, trained on the demo corpus's GOLD labels "
-              "(a stand-in for a human judge; it shares the rewards' MiniLM backbone). Refusals: "
+              f"({PPO_YAML}, LoRA; learning rate {settings['learning_rate'] or 'of the YAML'}, KL coefficient "
+              f"{settings['kl_coef'] or 'of the YAML'}). Harmless rate: `{settings['judge']}`, trained on the demo "
+              "corpus's GOLD labels (a stand-in for a human judge; it shares the rewards' MiniLM backbone). Refusals: "
               "`alignment.refusal` phrases. Mean reward: the refined reward model for every arm.",
               "", "Stage seconds (this invocation): "
               + (", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) or "all reused")]

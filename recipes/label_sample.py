@@ -17,9 +17,9 @@ records the source (path, sha256), seed, N and the drawn items; a rerun whose so
 differ is refused. The end prints the counts and pi_hat (the harmless rate of the labelled items).
 
 Format of both files: ``refinement/labeled_sample.py``; ``read_labeled_sample(path)`` reads the answers back as
-(source row indices, gold labels). With the refinement run's seed and ``num_labeled`` as ``--seed`` and
-``--num_items``, and a source whose split column defines the train split, the items are the ones the refinement
-loop would sample for its labeled set.
+(source row indices, gold labels). A refinement run reads them with ``--labeled_sample_path <output_path>``: each
+labelled item is found in its training split by text and its label sets the priors, so the source needs no gold
+column (label rows of its train split: a source with a split column, or the run's own annotated.jsonl).
 """
 from __future__ import annotations
 

@@ -123,6 +123,30 @@ class Stage:
     inputs: tuple[str, ...] = ()      # stages whose outputs it reads
 
 
+def run_stages(stages: list[Stage], state_path: Path) -> tuple[dict, dict]:
+    """Run the stages in order, skipping one whose marker exists and whose arguments and input stages' finish
+    stamps are those recorded in state_path (JSON, rewritten atomically after each stage). Returns the state
+    and, per stage, "ran" or "skipped"."""
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    this_run = {}
+    for stage in stages:
+        inputs = {name: state[name]["finished"] for name in stage.inputs}
+        record = state.get(stage.name)
+        if stage.marker.exists() and record and record["argv"] == stage.argv and record["inputs"] == inputs:
+            logger.info("stage %s: finished earlier (%.0f s), skipped", stage.name, record["seconds"])
+            this_run[stage.name] = "skipped"
+            continue
+        logger.info("stage %s: %s", stage.name, " ".join(stage.argv))
+        started = time.perf_counter()
+        stage.run(stage.argv)
+        gc.collect()
+        state[stage.name] = {"argv": stage.argv, "inputs": inputs, "seconds": time.perf_counter() - started,
+                             "finished": datetime.now(timezone.utc).isoformat()}
+        write_json(state_path, state)
+        this_run[stage.name] = "ran"
+    return state, this_run
+
+
 class Pipeline:
     def __init__(self, args: PipelineConfig):
         self.args = args
@@ -175,24 +199,7 @@ class Pipeline:
         stages = self.stages()
         write_json(self.out / "pipeline_config.json", {
             "pipeline": dataclasses.asdict(self.args), "stages": {s.name: s.argv for s in stages}})
-        state_path = self.out / "stages.json"
-        state = json.loads(state_path.read_text()) if state_path.exists() else {}
-        this_run = {}
-        for stage in stages:
-            inputs = {name: state[name]["finished"] for name in stage.inputs}
-            record = state.get(stage.name)
-            if stage.marker.exists() and record and record["argv"] == stage.argv and record["inputs"] == inputs:
-                logger.info("stage %s: finished earlier (%.0f s), skipped", stage.name, record["seconds"])
-                this_run[stage.name] = "skipped"
-                continue
-            logger.info("stage %s: %s", stage.name, " ".join(stage.argv))
-            started = time.perf_counter()
-            stage.run(stage.argv)
-            gc.collect()
-            state[stage.name] = {"argv": stage.argv, "inputs": inputs, "seconds": time.perf_counter() - started,
-                                 "finished": datetime.now(timezone.utc).isoformat()}
-            write_json(state_path, state)
-            this_run[stage.name] = "ran"
+        state, this_run = run_stages(stages, self.out / "stages.json")
         return self.report({s.name: state[s.name] for s in stages}, this_run)
 
     # ---------------------------------------------------------------------------------------------- report

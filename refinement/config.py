@@ -39,6 +39,9 @@ class RefineConfig(DatasetArguments):
     seed: int = 42
     num_rounds: int = 5
     num_labeled: int = field(default=50, metadata={"help": "Size of the i.i.d. gold sample for the priors; 0 = oracle priors."})
+    labeled_sample_path: str | None = field(default=None, metadata={
+        "help": "Instead: the labelled sample a human wrote with recipes/label_sample.py (its items are found "
+                "in the training split by text; num_labeled is then ignored)"})
     loss: str = field(default="robust_uu", metadata={"help": "robust_uu | uu | nnuu | pn | cleanlab"})
     lam: float = field(default=-0.001, metadata={"help": "Slope of the robust correction for a negative partial risk."})
     min_delta: float = field(default=0.02, metadata={"help": "Refuse to train when theta_p - theta_n is not above this."})

@@ -181,6 +181,36 @@ def read_labeled_sample(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
             np.asarray([a.label for a in labelled], dtype=np.int64))
 
 
+def labeled_positions(path: str | os.PathLike, train_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in ``train_texts``, gold labels) of the labelled items of ``path``, each found by its text
+    ``format_example(prompt, response)``, so the sample survives the loop's splitting, subsetting and dropped
+    abstentions. Equal texts (K samples of one prompt can coincide) take distinct positions. An item that is
+    not in the training texts is an error naming its line: its label cannot be used, and the rest would no
+    longer be the i.i.d. sample that was drawn."""
+    from .data import format_example
+
+    jsonl, meta_path = output_paths(path)
+    meta = read_meta(meta_path) if meta_path.is_file() else None
+    free: dict[str, list[int]] = {}
+    for position, text in enumerate(train_texts):
+        free.setdefault(text, []).append(position)
+    positions, labels = [], []
+    for answer in read_answers(jsonl, meta):
+        if answer.skipped:
+            continue
+        left = free.get(format_example(answer.prompt, answer.response))
+        if not left:
+            raise LabeledSampleError(f"{jsonl}: item {answer.item + 1} (source row {answer.index}) is not in the "
+                                     "training split of this run (another source, split, max_train_items, or an "
+                                     "abstention dropped it); label a sample of this run's training rows")
+        positions.append(left.pop(0))
+        labels.append(answer.label)
+    if not positions:
+        raise LabeledSampleError(f"{jsonl}: holds no labelled item (only skips, or empty)")
+    order = np.argsort(positions)
+    return np.asarray(positions, dtype=np.int64)[order], np.asarray(labels, dtype=np.int64)[order]
+
+
 def summarize(gold: np.ndarray, skipped: int, num_items: int) -> dict[str, Any]:
     """Counts and the harmless rate pi_hat of the gold labels (1/0) of the labelled items, with a 95% Wilson
     interval."""

@@ -3,7 +3,7 @@
 Layout of output_dir (one folder per round, each written atomically, so a killed run resumes at the last
 finished round and ends with the same result as an uninterrupted one):
   config.json          the resolved config (a resume must match it, num_rounds aside)
-  labeled_sample.json  the fixed i.i.d. gold sample L (few-labeled mode)
+  labeled_sample.json  the fixed i.i.d. gold sample L (few-labeled mode: drawn, or a human's labeled_sample_path)
   annotation/          with an `annotator:` block: the LLM's judgements (refinement.annotation.stage)
   round_00/            the annotator's labels: relabels.jsonl, metrics.json
   round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json
@@ -29,6 +29,7 @@ from .backends import make_backend
 from .config import RefineConfig
 from .corpus import SPLITS, Corpus, annotate_run_rows, load_annotated_corpus, load_corpus
 from .io import atomic_dir, distributed_state, shared_atomic_dir, wait_for_everyone, write_json
+from .labeled_sample import labeled_positions
 from .losses import risk_for
 from .metrics import estimated_accuracy, label_quality, prior_matching_threshold
 from .report import write_report
@@ -51,6 +52,7 @@ class Refinement:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.corpus: Corpus = self._load_corpus()
+        self.labeled_gold: np.ndarray | None = None  # gold labels of L, aligned with labeled_idx
         self.labeled_idx = self._labeled_sample()
 
     def _load_corpus(self) -> Corpus:
@@ -64,6 +66,9 @@ class Refinement:
 
     # ---- priors -------------------------------------------------------------------------------------------
     def _labeled_sample(self) -> np.ndarray | None:
+        if self.cfg.labeled_sample_path:  # a human's labels, read from the labelling tool's file
+            idx, self.labeled_gold = labeled_positions(self.cfg.labeled_sample_path, self.corpus.texts["train"])
+            return idx
         if self.cfg.num_labeled == 0:
             if self.corpus.gold is None:
                 raise ValueError(f"{self.corpus.source}: num_labeled=0 asks for oracle priors, which need a gold "
@@ -72,19 +77,21 @@ class Refinement:
         if self.corpus.gold is None:
             raise ValueError(f"{self.corpus.source}: few-labeled priors need gold labels for the sampled items; "
                              f"the data has no '{self.cfg.label_column}' column")
-        return priors_lib.sample_labeled_indices(self.corpus.size("train"), self.cfg.num_labeled, self.cfg.seed)
+        idx = priors_lib.sample_labeled_indices(self.corpus.size("train"), self.cfg.num_labeled, self.cfg.seed)
+        self.labeled_gold = self.corpus.gold["train"][idx]
+        return idx
 
     def label_priors(self, train_pseudo: np.ndarray, seed: int) -> priors_lib.Priors:
         """Priors of the current pseudo-labels, unchecked. Few-labeled mode reads gold labels of L only."""
-        gold = self.corpus.gold["train"]
         if self.labeled_idx is None:
-            return priors_lib.Priors(*priors_lib.point_estimate(gold, train_pseudo), source="oracle")
-        idx = self.labeled_idx
-        if len(np.unique(gold[idx])) < 2:
+            return priors_lib.Priors(*priors_lib.point_estimate(self.corpus.gold["train"], train_pseudo),
+                                     source="oracle")
+        idx, gold = self.labeled_idx, self.labeled_gold
+        if len(np.unique(gold)) < 2:
             raise priors_lib.PriorError(f"labeled[{len(idx)}]: the labeled sample holds one gold class only")
-        return priors_lib.Priors(*priors_lib.point_estimate(gold[idx], train_pseudo[idx]),
+        return priors_lib.Priors(*priors_lib.point_estimate(gold, train_pseudo[idx]),
                                  source=f"labeled[{len(idx)}]",
-                                 interval=priors_lib.bootstrap_intervals(gold[idx], train_pseudo[idx], seed))
+                                 interval=priors_lib.bootstrap_intervals(gold, train_pseudo[idx], seed))
 
     def selection_score(self, train_pseudo: np.ndarray, p: priors_lib.Priors) -> float | None:
         if np.isnan(p.theta_p) or np.isnan(p.theta_n):
@@ -186,7 +193,8 @@ class Refinement:
         if self.labeled_idx is not None:
             idx = self.labeled_idx
             write_json(self.out / "labeled_sample.json",
-                       {"train_indices": idx.tolist(), "gold": self.corpus.gold["train"][idx].tolist()})
+                       {"train_indices": idx.tolist(), "gold": self.labeled_gold.tolist(),
+                        "source": self.cfg.labeled_sample_path or "gold column"})
 
     def finished_rounds(self) -> list[int]:
         return sorted(int(p.name.split("_")[1]) for p in self.out.glob("round_[0-9][0-9]") if p.is_dir())

@@ -392,3 +392,50 @@ def test_gold_column_as_pseudo_labels_trains_gold_supervised(make_config, noisy_
         np.testing.assert_array_equal(corpus.pseudo[split], corpus.gold[split])
     noisy = load_corpus(make_config(noisy_data, tmp_path))
     assert not np.array_equal(noisy.pseudo["train"], noisy.gold["train"])
+
+
+# ---------------------------------------------------------------- a human's labelled sample (recipes/label_sample.py)
+
+def _human_answers(rows: list[dict], positions: list[int], skip: int) -> list:
+    """The labelling tool's records for the train rows at ``positions``, answered truthfully, one skipped."""
+    from refinement.labeled_sample import Answer
+
+    train = train_positions(rows)
+    return [Answer(item=k, index=train[p], pool_index=p, label=None if k == skip else rows[train[p]]["label"],
+                   prompt=rows[train[p]]["prompt"], response=rows[train[p]]["response"], time="2026-11-30T00:00:00Z")
+            for k, p in enumerate(positions)]
+
+
+def test_a_human_labelled_sample_sets_the_priors_without_a_gold_column(tmp_path, noisy_rows, make_config):
+    from refinement.labeled_sample import write_answers
+    from refinement.priors import point_estimate
+
+    unlabeled = write_jsonl(tmp_path / "unlabeled.jsonl", [{k: v for k, v in r.items() if k != "label"}
+                                                           for r in noisy_rows])
+    positions = [int(p) for p in np.random.default_rng(5).choice(240, size=40, replace=False)]
+    write_answers(tmp_path / "gold.jsonl", _human_answers(noisy_rows, positions, skip=3))
+    out = tmp_path / "run"
+    summary = run_refinement(make_config(unlabeled, out, num_rounds=1, labeled_sample_path=str(tmp_path / "gold")))
+
+    kept = sorted(p for k, p in enumerate(positions) if k != 3)
+    sample = json.loads((out / "labeled_sample.json").read_text())
+    train = train_positions(noisy_rows)
+    assert sample["train_indices"] == kept
+    assert sample["gold"] == [noisy_rows[train[p]]["label"] for p in kept]
+    pseudo = np.asarray([noisy_rows[train[p]]["pseudo_label"] for p in kept])
+    expected = point_estimate(np.asarray(sample["gold"]), pseudo)
+    round_zero = summary["rounds"][0]["label_priors"]
+    assert round_zero["source"] == "labeled[39]"
+    assert np.allclose([round_zero["prior"], round_zero["theta_p"], round_zero["theta_n"]], expected)
+    assert summary["labeled_items"] == 39 and summary["rounds"][1]["round"] == 1
+
+
+def test_a_human_labelled_item_missing_from_the_training_split_is_named(tmp_path, noisy_rows, make_config):
+    from refinement.labeled_sample import LabeledSampleError, write_answers
+
+    answers = _human_answers(noisy_rows, [0, 1, 2], skip=-1)
+    answers[2] = type(answers[2])(**{**answers[2].__dict__, "response": "a reply that is not in the corpus"})
+    write_answers(tmp_path / "gold.jsonl", answers)
+    with pytest.raises(LabeledSampleError, match=r"gold\.jsonl: item 3 .*not in the training split"):
+        run_refinement(make_config(write_jsonl(tmp_path / "d.jsonl", noisy_rows), tmp_path / "run", num_rounds=1,
+                                   labeled_sample_path=str(tmp_path / "gold.jsonl")))

@@ -1,0 +1,355 @@
+"""Generative self-refinement: the policy writes, judges its own replies, UU learning cleans those judgements into a
+reward model, and RL on that reward makes the next policy. Resumable; every round's artifacts are kept.
+
+    accelerate launch --cpu --num_processes 1 recipes/generative_refinement.py \\
+        --config recipes/configs/generative/cpu_smollm2.yaml
+    ... --reward self_judgement --output_dir runs/generative_no_uu     # the baseline: no UU refinement
+
+Stages (each recipe's own main() and parser, as in recipes/pipeline.py; a finished stage is skipped on a rerun):
+
+  demonstrations  the self-judge's few-shot examples, drawn (balanced, seeded) from the val split of
+                  `demonstrations_source` -> demonstrations.jsonl (no label of the round's generations is spent)
+  judge           recipes/refine_classifier.py, `judge_config` -> judge/model, unless `judge_model` names one. It
+                  labels every generation and evaluates the policy; it stands in for a human (say so when you report)
+  eval_00         recipes/evaluate_policy.py on the starting policy -> round_00/eval
+  per round t = 1..num_rounds, starting from policy_{t-1} (round 1: `policy`; then round_{t-1}/rl/model):
+  generate_t      (a) `samples_per_prompt` sampled replies to each of `num_prompts` prompts (a fresh seeded draw of the
+                  train split each round), split train/val/test by prompt, labelled by the judge
+                  -> round_t/generations.jsonl
+  labels_t        (c, labels_from: human) the labelled sample: run the printed recipes/label_sample.py command,
+                  then rerun this one -> round_t/labels/sample.jsonl
+  refine_t        (b) policy_{t-1} judges each reply (the refine YAML's `annotator:` block with the policy as its
+                  model): round-0 pseudo-labels; (c) the priors from `num_labeled` judge labels of an i.i.d. sample
+                  (labels_from: judge) or from the human's sample; (d) robust UU refinement -> round_t/refine.
+                  reward: self_judgement trains PN on the raw self-judgements instead (one round, no UU)
+  export_t        recipes/export_reward_model.py -> round_t/reward_model
+  rl_t            (e) recipes/safety_ppo.py or recipes/safety_grpo.py (`rl_trainer`) against it -> round_t/rl
+  eval_t          (f) recipes/evaluate_policy.py on round_t/rl/model, KL to the starting policy -> round_t/eval
+
+Then report.md, rounds.json and rounds.png: per round, the self-judgements' and the refined labels' accuracy
+against the judge, harmless rate on held-out harmful prompts and refusal rate on held-out benign prompts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_var, "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stage recipes are scripts beside this one
+
+import pipeline  # noqa: E402  (the stage runner and the stage recipes' entry points)
+import safety_grpo  # noqa: E402
+import yaml  # noqa: E402
+from pipeline import Stage, as_flags, option, overrides_option, run_stages  # noqa: E402
+
+from alignment.demo import demo_path  # noqa: E402
+from alignment.evaluate import SamplingConfig, load_policy  # noqa: E402
+from alignment.prompts import build_rl_mix  # noqa: E402
+from alignment.rl import mix_size, prompt_set  # noqa: E402
+from alignment.self_refinement import (  # noqa: E402
+    judge_generations,
+    plot_rounds,
+    prompt_splits,
+    round_record,
+    rounds_table,
+    sample_generations,
+)
+from alignment.trl_api import TrlParser  # noqa: E402
+from refinement.annotation import AnnotatorConfig  # noqa: E402
+from refinement.annotation.stage import demonstrations  # noqa: E402
+from refinement.data import load_rows  # noqa: E402
+from refinement.io import distributed_state, write_json, write_text  # noqa: E402
+from refinement.labeled_sample import output_paths, read_answers  # noqa: E402
+
+logger = logging.getLogger("generative_refinement")
+REWARDS = ("refined", "self_judgement")
+LABEL_SOURCES = ("judge", "human")
+RL_TRAINERS = ("ppo", "grpo", "rloo")
+OVERRIDES = ("refine_overrides", "export_overrides", "judge_overrides", "rl_overrides", "eval_overrides")
+# reward: self_judgement -- PN on the round-0 labels, one round; the labeled sample is not needed by PN, so its
+# delta is not checked (min_delta below any delta).
+SELF_JUDGEMENT_OVERRIDES = {"loss": "pn", "num_rounds": 1, "min_delta": -1.0, "round_selection": "last"}
+
+
+@dataclass
+class GenerativeRefinementConfig:
+    output_dir: str = option("runs/generative_refinement", "One folder per round is written here; rerun to resume.")
+    seed: int = option(0, "Seed of every stage (round t uses seed + t for its draws and training).")
+    policy: str = option("embedded:smollm2", "The starting policy; it judges its own replies, and is the KL "
+                         "reference of every evaluation.")
+    num_rounds: int = option(3, "Rounds of generate -> self-judge -> refine -> RL -> evaluate.")
+    reward: str = option("refined", "refined: robust UU on the self-judgements | self_judgement: the baseline, a PN "
+                         "classifier on the raw self-judgements (no UU)")
+    # (a) generation
+    harmful_prompts: str = option("demo", "Prompt pool: demo | local file | Hub dataset name.")
+    benign_prompts: str = option("demo", "Prompt pool: demo | local file | Hub dataset name.")
+    prompt_split: str | None = option("train", "Split of the pools (the demo's test split is held out for eval).")
+    harmful_fraction: float = 0.5
+    num_prompts: int = option(48, "Prompts drawn from the pool each round.")
+    samples_per_prompt: int = option(4, "K sampled replies per prompt.")
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    generation_batch_size: int = 8
+    # (b) self-judgement
+    annotator_model: str | None = option(None, "The judge of the replies; None: the round's policy judges itself.")
+    demonstrations_source: str = option("demo", "Pairs with split and label columns the self-judge's few-shot "
+                                        "examples are drawn from (their val split): demo | a local file.")
+    # (c) the labelled sample
+    labels_from: str = option("judge", "judge: `num_labeled` judge labels of an i.i.d. sample stand in for a human's "
+                              "| human: label round_t/labels/sample with recipes/label_sample.py")
+    num_labeled: int = option(50, "Size of the labelled sample per round.")
+    judge_model: str | None = option(None, "A sequence-classification folder that labels every reply and judges the "
+                                     "evaluations; None: train one with judge_config.")
+    judge_config: str = option("recipes/configs/refine/demo_judge_minilm.yaml",
+                               "recipes/refine_classifier.py YAML of the judge (when judge_model is None).")
+    judge_overrides: dict | str | None = overrides_option("recipes/refine_classifier.py (judge)")
+    # (d) refinement and export
+    refine_config: str = option("recipes/configs/refine/generative_minilm.yaml",
+                                "recipes/refine_classifier.py YAML of the reward: classifier, loss, rounds, and the "
+                                "`annotator:` block of the self-judge.")
+    refine_overrides: dict | str | None = overrides_option("recipes/refine_classifier.py (reward)")
+    export_overrides: dict | str | None = overrides_option("recipes/export_reward_model.py")
+    # (e) RL
+    rl_trainer: str = option("ppo", "ppo (recipes/safety_ppo.py) | grpo | rloo (recipes/safety_grpo.py)")
+    rl_config: str | None = option(None, "The RL recipe's YAML (None: recipes/configs/<ppo|grpo>/cpu_smollm2.yaml).")
+    rl_overrides: dict | str | None = overrides_option("the RL recipe")
+    # (f) evaluation
+    eval_harmful_prompts: str = option("demo", "Evaluation prompts: demo | local file | Hub dataset name.")
+    eval_benign_prompts: str = option("demo", "Evaluation prompts: demo | local file | Hub dataset name.")
+    eval_prompt_split: str = option("test", "Held out from the generation pool and the judge's training pairs.")
+    eval_num_prompts: int | None = option(16, "Seeded sample of each evaluation prompt set (None: all).")
+    eval_max_new_tokens: int = 48
+    eval_batch_size: int = 8
+    eval_overrides: dict | str | None = overrides_option("recipes/evaluate_policy.py")
+
+    def __post_init__(self):
+        choices = {"reward": REWARDS, "labels_from": LABEL_SOURCES, "rl_trainer": RL_TRAINERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        if self.rl_config is None:
+            self.rl_config = f"recipes/configs/{'ppo' if self.rl_trainer == 'ppo' else 'grpo'}/cpu_smollm2.yaml"
+        if self.num_rounds < 1 or self.samples_per_prompt < 1 or self.num_prompts < 3:
+            raise ValueError("num_rounds and samples_per_prompt must be >= 1 and num_prompts >= 3")
+        for name in OVERRIDES:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip().lower() not in ("", "none", "null") else None
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"{name}: expected a mapping of field: value, got {value!r}")
+            setattr(self, name, dict(value or {}))
+
+
+class GenerativeRefinement:
+    def __init__(self, args: GenerativeRefinementConfig):
+        self.args = args
+        self.out = Path(args.output_dir)
+        self.judge_path = args.judge_model or str(self.out / "judge" / "model")
+        self.annotator = self._annotator_block()
+
+    def round_dir(self, index: int) -> Path:
+        return self.out / f"round_{index:02d}"
+
+    def policy_of(self, index: int) -> str:
+        """The policy after round ``index`` (0: the starting one)."""
+        return self.args.policy if index == 0 else str(self.round_dir(index) / "rl" / "model")
+
+    def _annotator_block(self) -> dict:
+        refine_yaml = yaml.safe_load(Path(self.args.refine_config).read_text()) or {}
+        block = {**(refine_yaml.get("annotator") or {}), **(self.args.refine_overrides.get("annotator") or {})}
+        if not block:
+            raise ValueError(f"{self.args.refine_config}: the self-judge needs an `annotator:` block")
+        return dataclasses.asdict(AnnotatorConfig.from_block(block, where=f"{self.args.refine_config}: annotator"))
+
+    @property
+    def demonstrations_file(self) -> Path | None:
+        return self.out / "demonstrations.jsonl" if self.annotator["num_demonstrations"] else None
+
+    # ------------------------------------------------------------------------------------------------- stages
+
+    def stages(self) -> list[Stage]:
+        a = self.args
+        stages = []
+        if self.demonstrations_file:
+            stages.append(Stage("demonstrations", self.demonstrations_file,
+                                ["--source", a.demonstrations_source, "--seed", str(self.annotator["seed"]),
+                                 "--num", str(self.annotator["num_demonstrations"])], self.write_demonstrations))
+        if a.judge_model is None:
+            stages.append(Stage("judge", self.out / "judge" / "model" / "config.json",
+                                ["--config", a.judge_config, *as_flags(a.judge_overrides),
+                                 "--output_dir", str(self.out / "judge"), "--seed", str(a.seed)], pipeline.run_judge))
+        judge_input = ("judge",) if a.judge_model is None else ()
+        stages.append(Stage("eval_00", self.round_dir(0) / "eval" / "metrics.json", self.eval_argv(0, None),
+                            pipeline.run_evaluation, judge_input))
+        for t in range(1, a.num_rounds + 1):
+            stages += self.round_stages(t, judge_input)
+        return stages
+
+    def round_stages(self, t: int, judge_input: tuple[str, ...]) -> list[Stage]:
+        a, folder, seed = self.args, self.round_dir(t), str(self.args.seed + t)
+        previous = () if t == 1 else (f"rl_{t - 1:02d}",)
+        generations = folder / "generations.jsonl"
+        generate = ["--policy", self.policy_of(t - 1), "--judge", self.judge_path, "--seed", seed, *as_flags({
+            k: getattr(a, k) for k in ("harmful_prompts", "benign_prompts", "prompt_split", "harmful_fraction",
+                                       "num_prompts", "samples_per_prompt", "max_new_tokens", "temperature",
+                                       "top_p", "generation_batch_size")})]
+        stages = [Stage(f"generate_{t:02d}", generations, generate, partial(self.generate, t),
+                        previous + judge_input)]
+        annotator = {**self.annotator, "model_name_or_path": a.annotator_model or self.policy_of(t - 1)}
+        if self.demonstrations_file:
+            annotator.update(num_demonstrations=0, demonstrations_path=str(self.demonstrations_file))
+        refine_values = {**a.refine_overrides, "annotator": annotator, "num_labeled": a.num_labeled}
+        if a.reward == "self_judgement":
+            refine_values.update(SELF_JUDGEMENT_OVERRIDES)
+        refine_inputs = (f"generate_{t:02d}",) + (("demonstrations",) if self.demonstrations_file else ())
+        if a.labels_from == "human":
+            labels = folder / "labels" / "sample"
+            refine_values["labeled_sample_path"] = str(labels)
+            stages.append(Stage(f"labels_{t:02d}", output_paths(labels)[0],
+                                ["--dataset_path", str(generations), "--output_path", str(labels),
+                                 "--num_items", str(a.num_labeled), "--seed", seed],
+                                self.check_human_labels, (f"generate_{t:02d}",)))
+            refine_inputs += (f"labels_{t:02d}",)
+        refine_dir, reward_dir, rl_dir = folder / "refine", folder / "reward_model", folder / "rl"
+        refine = ["--config", a.refine_config, *as_flags(refine_values), "--dataset_path", str(generations),
+                  "--split_column", "split", "--label_column", "label", "--output_dir", str(refine_dir), "--seed", seed]
+        export = ["--run_dir", str(refine_dir), "--output_dir", str(reward_dir), *as_flags(a.export_overrides)]
+        rl = ["--config", a.rl_config, "--policy", self.policy_of(t - 1), "--reward_model", str(reward_dir),
+              "--evaluate", "false", "--evaluate_before", "false", *as_flags(a.rl_overrides),
+              "--output_dir", str(rl_dir), "--seed", seed]
+        if a.rl_trainer != "ppo":
+            rl += ["--trainer", a.rl_trainer]
+        return stages + [
+            Stage(f"refine_{t:02d}", refine_dir / "summary.json", refine, pipeline.run_refinement, refine_inputs),
+            Stage(f"export_{t:02d}", reward_dir / "config.json", export, pipeline.run_export, (f"refine_{t:02d}",)),
+            Stage(f"rl_{t:02d}", rl_dir / "summary.json", rl, run_rl, (f"export_{t:02d}",) + previous),
+            Stage(f"eval_{t:02d}", folder / "eval" / "metrics.json", self.eval_argv(t, str(reward_dir)),
+                  pipeline.run_evaluation, (f"rl_{t:02d}", f"export_{t:02d}") + judge_input),
+        ]
+
+    def eval_argv(self, t: int, reward_model: str | None) -> list[str]:
+        a = self.args
+        defaults = {"judge": self.judge_path, "reward_model": reward_model, "reference": a.policy,
+                    "harmful_prompts": a.eval_harmful_prompts, "benign_prompts": a.eval_benign_prompts,
+                    "prompt_split": a.eval_prompt_split, "num_harmful": a.eval_num_prompts,
+                    "num_benign": a.eval_num_prompts, "max_new_tokens": a.eval_max_new_tokens,
+                    "batch_size": a.eval_batch_size, "do_sample": False, "seed": a.seed}
+        fixed = {"policy": self.policy_of(t), "output_dir": str(self.round_dir(t) / "eval"), "name": f"round {t}",
+                 "overwrite": True}
+        return as_flags({**fixed, **defaults, **a.eval_overrides, **fixed})
+
+    # ---------------------------------------------------------------------------------------- stage bodies
+
+    def write_demonstrations(self, argv: list[str]) -> None:
+        source = demo_path("pairs") if self.args.demonstrations_source == "demo" else self.args.demonstrations_source
+        rows = load_rows(source, require=("prompt", "response", "label"))
+        config = AnnotatorConfig.from_block({"num_demonstrations": self.annotator["num_demonstrations"],
+                                             "seed": self.annotator["seed"]})
+        chosen = demonstrations(config, rows, source)
+        write_text(self.demonstrations_file, "".join(json.dumps(dataclasses.asdict(d)) + "\n" for d in chosen))
+
+    def generate(self, t: int, argv: list[str]) -> None:
+        a, seed = self.args, self.args.seed + t
+        harmful = prompt_set(a.harmful_prompts, True, a.prompt_split, None)
+        benign = prompt_set(a.benign_prompts, False, a.prompt_split, None)
+        size = min(a.num_prompts, mix_size(len(harmful), len(benign), a.harmful_fraction))
+        prompts = build_rl_mix(harmful, benign, size, a.harmful_fraction, seed)
+        model, tokenizer = load_policy(self.policy_of(t - 1))
+        sampling = SamplingConfig(max_new_tokens=a.max_new_tokens, batch_size=a.generation_batch_size,
+                                  do_sample=True, temperature=a.temperature, top_p=a.top_p, seed=seed)
+        rows = sample_generations(model, tokenizer, prompts, a.samples_per_prompt, sampling)
+        del model
+        splits = prompt_splits(len(prompts), seed)
+        for i, row in enumerate(rows):
+            row["split"] = splits[i // a.samples_per_prompt]
+        judge_generations(rows, self.judge_path)
+        self.round_dir(t).mkdir(parents=True, exist_ok=True)
+        write_text(self.round_dir(t) / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def check_human_labels(self, argv: list[str]) -> None:
+        """Finished once every drawn item is answered; until then, say how to label and stop."""
+        jsonl, _ = output_paths(argv[argv.index("--output_path") + 1])
+        answered = len(read_answers(jsonl)) if jsonl.is_file() else 0
+        if answered < self.args.num_labeled:
+            command = " ".join(["python recipes/label_sample.py --config recipes/configs/label_sample/default.yaml",
+                                *argv])
+            raise SystemExit(f"{jsonl}: {answered} of {self.args.num_labeled} items answered. Label this round's "
+                             f"sample, then rerun this command to continue:\n  {command}")
+
+    # ----------------------------------------------------------------------------------------------- run
+
+    def run(self) -> dict:
+        if distributed_state().num_processes > 1:
+            raise SystemExit("generative refinement runs in one process: accelerate launch --cpu --num_processes 1")
+        self.out.mkdir(parents=True, exist_ok=True)
+        stages = self.stages()
+        write_json(self.out / "generative_config.json", {
+            "generative_refinement": dataclasses.asdict(self.args), "stages": {s.name: s.argv for s in stages}})
+        state, this_run = run_stages(stages, self.out / "stages.json")
+        return self.report(state, this_run)
+
+    def records(self) -> list[dict]:
+        records = [round_record(0, self.round_dir(0) / "eval")]
+        for t in range(1, self.args.num_rounds + 1):
+            folder = self.round_dir(t)
+            records.append(round_record(t, folder / "eval", folder / "refine", folder / "rl"))
+        return records
+
+    def report(self, state: dict, this_run: dict) -> dict:
+        a = self.args
+        records = self.records()
+        name = "robust UU reward" if a.reward == "refined" else "self-judgement reward (no UU)"
+        plot_rounds({name: records}, self.out / "rounds.png")
+        table = rounds_table(records)
+        seconds = {stage: record["seconds"] for stage, record in state.items()}
+        summary = {"output_dir": str(self.out), "reward": a.reward, "labels_from": a.labels_from,
+                   "judge": self.judge_path, "rounds": records, "stage_seconds": seconds,
+                   "total_stage_seconds": sum(seconds.values()), "this_run": this_run}
+        write_json(self.out / "rounds.json", summary)
+        labels = ("a human's labels of an i.i.d. sample (recipes/label_sample.py)" if a.labels_from == "human" else
+                  f"{a.num_labeled} labels of an i.i.d. sample from the judge `{self.judge_path}`, which stands in "
+                  "for a human here")
+        lines = [f"# Generative self-refinement: {name}", "",
+                 f"Settings: `{self.out / 'generative_config.json'}`. Starting policy `{a.policy}`; each round "
+                 f"samples {a.samples_per_prompt} replies to {a.num_prompts} prompts, the round's policy judges them "
+                 f"(`{self.annotator['template']}`), the priors come from {labels}, then "
+                 f"{'robust UU refinement' if a.reward == 'refined' else 'PN on the raw self-judgements'} trains the "
+                 f"reward and {a.rl_trainer.upper()} trains the next policy.", "",
+                 "Accuracies are agreement with the judge on the round's generations (train split: the labels the "
+                 "reward was trained from; test: held-out prompts). Harmless rate: the judge on held-out harmful "
+                 "prompts; refusal rate: refusal phrases on held-out benign prompts; round 0 is the starting "
+                 "policy.", "", table, "", "![per round](rounds.png)", "",
+                 f"Stages took {summary['total_stage_seconds']:.0f} s in all (summed over the runs that made them).",
+                 ""]
+        write_text(self.out / "report.md", "\n".join(lines))
+        print(f"\n{table}\n\nreport: {self.out / 'report.md'}")
+        return summary
+
+
+def run_rl(argv: list[str]) -> dict:
+    if "--trainer" in argv:
+        return safety_grpo.main(*safety_grpo.parse_args(argv))
+    return pipeline.run_ppo(argv)
+
+
+def main(args: GenerativeRefinementConfig) -> dict:
+    return GenerativeRefinement(args).run()
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((GenerativeRefinementConfig,))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    (config,) = make_parser().parse_args_and_config()
+    main(config)
