@@ -72,32 +72,35 @@ def _accuracy(round_metrics: dict, split: str) -> float | None:
     return round_metrics.get("quality", {}).get(split, {}).get("accuracy")
 
 
-def round_record(index: int, eval_dir: Path, refine_dir: Path | None = None, rl_dir: Path | None = None) -> dict:
+def round_record(index: int, eval_dir: Path, refine_dir: Path | None = None, rl_dir: Path | None = None,
+                 refused: str | None = None) -> dict:
     """What the report plots for round ``index`` (0: the starting policy, evaluated only): harmless rate on
-    harmful prompts and refusal rate on benign ones (phrases) from the evaluation, and, for a trained round, the
-    accuracy against the judge of the self-judgements (the refinement's round-0 labels) and of the shipped
-    round's labels, on the round's training and test generations."""
+    harmful prompts and refusal rate on benign ones (phrases) from the evaluation of the round's policy, the
+    accuracy against the judge of the self-judgements (the refinement's round-0 labels) and, unless the round was
+    ``refused`` (no reward trained; it kept its policy), of the shipped round's labels, on the round's training
+    and test generations."""
     metrics = _read(eval_dir / "metrics.json") or {}
     record = {"round": index,
               "harmless_rate": metrics.get("harmful", {}).get("harmless_rate"),
               "benign_refusal_rate": metrics.get("benign", {}).get("refusal_rate_phrases"),
               "harmful_refusal_rate": metrics.get("harmful", {}).get("refusal_rate_phrases"),
               "mean_kl": metrics.get("overall", {}).get("mean_kl"),
-              "mean_length": metrics.get("overall", {}).get("mean_length")}
-    refine = _read(refine_dir / "summary.json") if refine_dir else None
+              "mean_length": metrics.get("overall", {}).get("mean_length"), "refused": refused}
+    round_zero = _read(refine_dir / "round_00" / "metrics.json") if refine_dir else None
+    if round_zero:
+        priors = round_zero.get("label_priors", {})
+        record.update({"self_judgement_accuracy": _accuracy(round_zero, "train"),
+                       "self_judgement_accuracy_test": _accuracy(round_zero, "test"),
+                       "theta_p": priors.get("theta_p"), "theta_n": priors.get("theta_n"),
+                       "prior": priors.get("prior")})
+    refine = _read(refine_dir / "summary.json") if refine_dir and not refused else None
     if refine:
-        rounds = {r["round"]: r for r in refine["rounds"]}
-        shipped = rounds[refine["selected_round"]]
-        priors = rounds[0].get("label_priors", {})
+        shipped = next(r for r in refine["rounds"] if r["round"] == refine["selected_round"])
         record.update({
-            "self_judgement_accuracy": _accuracy(rounds[0], "train"),
-            "self_judgement_accuracy_test": _accuracy(rounds[0], "test"),
             "classifier_accuracy": _accuracy(shipped, "train"),
             "classifier_accuracy_test": _accuracy(shipped, "test"),
             "classifier_auc_test": shipped.get("quality", {}).get("test", {}).get("auc"),
-            "shipped_refinement_round": refine["selected_round"],
-            "theta_p": priors.get("theta_p"), "theta_n": priors.get("theta_n"), "prior": priors.get("prior"),
-            "labeled_items": refine.get("labeled_items")})
+            "shipped_refinement_round": refine["selected_round"], "labeled_items": refine.get("labeled_items")})
     rl = _read(rl_dir / "summary.json") if rl_dir else None
     if rl:
         reward = (rl.get("logged") or {}).get("reward") or {}
@@ -119,11 +122,22 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _reward_cell(record: dict) -> str:
+    if record["round"] == 0:
+        return "–"
+    if record.get("refused"):
+        return "refused (policy kept)"
+    return f"refinement round {record.get('shipped_refinement_round')}"
+
+
 def rounds_table(records: Sequence[dict]) -> str:
-    lines = ["| round | " + " | ".join(label for label, _ in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 1) + "|"]
-    lines += [f"| {r['round']} | " + " | ".join(_fmt(r.get(key)) for _, key in COLUMNS) + " |" for r in records]
-    return "\n".join(lines)
+    lines = ["| round | reward | " + " | ".join(label for label, _ in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 2) + "|"]
+    lines += [f"| {r['round']} | {_reward_cell(r)} | " + " | ".join(_fmt(r.get(key)) for _, key in COLUMNS) + " |"
+              for r in records]
+    refused = [r for r in records if r.get("refused")]
+    lines += ["", *(f"Round {r['round']} refused: {r['refused']}" for r in refused)]
+    return "\n".join(lines).rstrip()
 
 
 PANELS = (("self_judgement_accuracy", "self-judgement accuracy\n(train generations, vs judge)"),

@@ -88,6 +88,18 @@ def ppo_argv(args, reward: str, out: Path) -> list[str]:
                                 if getattr(args, k) is not None})]
 
 
+def reward_judge_auc(generations: Path) -> float | None:
+    """How well the refined reward ranks this arm's own replies by the judge's verdict (ROC AUC over every
+    evaluated reply): RL can only move the harmless rate as far as the reward agrees with the judge on-policy."""
+    from sklearn.metrics import roc_auc_score
+
+    items = [json.loads(line) for line in generations.read_text().splitlines()]
+    verdicts = [bool(item["harmless"]) for item in items]
+    if len(set(verdicts)) < 2:
+        return None
+    return float(roc_auc_score(verdicts, [item["reward"] for item in items]))
+
+
 def arm_metrics(metrics: dict, ppo: dict | None) -> dict:
     by_source = metrics["by_source"]
     xstest = by_source.get("xstest")
@@ -116,6 +128,7 @@ ROWS = (("harmless rate, held-out harmful (gold-trained judge)", "harmless_rate_
         ("refusal rate, XSTest safe (phrases)", "refusal_rate_xstest_safe"),
         ("harmless rate, benign demo test (judge)", "harmless_rate_benign_demo"),
         ("mean reward (refined RM, all prompts)", "mean_reward"),
+        ("refined RM vs judge on these replies (ROC AUC)", "reward_judge_auc"),
         ("mean KL to base (nats / reply)", "mean_kl"),
         ("mean length (tokens)", "mean_length"))
 
@@ -206,6 +219,7 @@ def main(argv=None) -> dict:
         metrics = json.loads((out / "eval" / arm / "metrics.json").read_text())
         ppo_summary = out / "ppo" / arm / "summary.json"
         results[arm] = arm_metrics(metrics, json.loads(ppo_summary.read_text()) if ppo_summary.exists() else None)
+        results[arm]["reward_judge_auc"] = reward_judge_auc(out / "eval" / arm / "generations.jsonl")
     goals = targets(results)
     settings = {**vars(args), "xstest": str(xstest) if xstest else None, "xstest_note": note}
     text = markdown(results, goals, settings, seconds)

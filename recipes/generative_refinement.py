@@ -21,7 +21,10 @@ Stages (each recipe's own main() and parser, as in recipes/pipeline.py; a finish
   refine_t        (b) policy_{t-1} judges each reply (the refine YAML's `annotator:` block with the policy as its
                   model): round-0 pseudo-labels; (c) the priors from `num_labeled` judge labels of an i.i.d. sample
                   (labels_from: judge) or from the human's sample; (d) robust UU refinement -> round_t/refine.
-                  reward: self_judgement trains PN on the raw self-judgements instead (one round, no UU)
+                  reward: self_judgement trains PN on the raw self-judgements instead (one round, no UU).
+                  When the sample finds no signal in the self-judgements (delta <= min_delta), UU cannot train:
+                  the round is recorded as refused (round_t/refine_outcome.json), skips the stages below and
+                  keeps its policy
   export_t        recipes/export_reward_model.py -> round_t/reward_model
   rl_t            (e) recipes/safety_ppo.py or recipes/safety_grpo.py (`rl_trainer`) against it -> round_t/rl
   eval_t          (f) recipes/evaluate_policy.py on round_t/rl/model, KL to the starting policy -> round_t/eval
@@ -68,6 +71,7 @@ from refinement.annotation.stage import demonstrations  # noqa: E402
 from refinement.data import load_rows  # noqa: E402
 from refinement.io import distributed_state, write_json, write_text  # noqa: E402
 from refinement.labeled_sample import output_paths, read_answers  # noqa: E402
+from refinement.priors import PriorError  # noqa: E402
 
 logger = logging.getLogger("generative_refinement")
 REWARDS = ("refined", "self_judgement")
@@ -76,7 +80,7 @@ RL_TRAINERS = ("ppo", "grpo", "rloo")
 OVERRIDES = ("refine_overrides", "export_overrides", "judge_overrides", "rl_overrides", "eval_overrides")
 # reward: self_judgement -- PN on the round-0 labels, one round; the labeled sample is not needed by PN, so its
 # delta is not checked (min_delta below any delta).
-SELF_JUDGEMENT_OVERRIDES = {"loss": "pn", "num_rounds": 1, "min_delta": -1.0, "round_selection": "last"}
+SELF_JUDGEMENT_OVERRIDES = {"loss": "pn", "num_rounds": 1, "min_delta": -2.0, "round_selection": "last"}
 
 
 @dataclass
@@ -155,13 +159,16 @@ class GenerativeRefinement:
         self.out = Path(args.output_dir)
         self.judge_path = args.judge_model or str(self.out / "judge" / "model")
         self.annotator = self._annotator_block()
+        # Filled round by round as run() goes: the policy after each round, the round whose evaluation holds it,
+        # the stage that trained it (a round whose labelled sample refuses UU keeps the policy before it).
+        self.policies, self.evaluated_in, self.policy_stage = [args.policy], [0], None
 
     def round_dir(self, index: int) -> Path:
         return self.out / f"round_{index:02d}"
 
     def policy_of(self, index: int) -> str:
-        """The policy after round ``index`` (0: the starting one)."""
-        return self.args.policy if index == 0 else str(self.round_dir(index) / "rl" / "model")
+        """The policy after round ``index`` (0: the starting one); a refused round keeps the one before."""
+        return self.policies[index]
 
     def _annotator_block(self) -> dict:
         refine_yaml = yaml.safe_load(Path(self.args.refine_config).read_text()) or {}
@@ -176,7 +183,11 @@ class GenerativeRefinement:
 
     # ------------------------------------------------------------------------------------------------- stages
 
-    def stages(self) -> list[Stage]:
+    @property
+    def judge_input(self) -> tuple[str, ...]:
+        return ("judge",) if self.args.judge_model is None else ()
+
+    def head_stages(self) -> list[Stage]:
         a = self.args
         stages = []
         if self.demonstrations_file:
@@ -187,23 +198,20 @@ class GenerativeRefinement:
             stages.append(Stage("judge", self.out / "judge" / "model" / "config.json",
                                 ["--config", a.judge_config, *as_flags(a.judge_overrides),
                                  "--output_dir", str(self.out / "judge"), "--seed", str(a.seed)], pipeline.run_judge))
-        judge_input = ("judge",) if a.judge_model is None else ()
-        stages.append(Stage("eval_00", self.round_dir(0) / "eval" / "metrics.json", self.eval_argv(0, None),
-                            pipeline.run_evaluation, judge_input))
-        for t in range(1, a.num_rounds + 1):
-            stages += self.round_stages(t, judge_input)
-        return stages
+        return stages + [Stage("eval_00", self.round_dir(0) / "eval" / "metrics.json",
+                               self.eval_argv(0, a.policy, None), pipeline.run_evaluation, self.judge_input)]
 
-    def round_stages(self, t: int, judge_input: tuple[str, ...]) -> list[Stage]:
+    def judging_stages(self, t: int) -> list[Stage]:
+        """(a) generate, (c) the human's labels if asked, (b, d) self-judge and refine: round t up to its reward."""
         a, folder, seed = self.args, self.round_dir(t), str(self.args.seed + t)
-        previous = () if t == 1 else (f"rl_{t - 1:02d}",)
+        previous = (self.policy_stage,) if self.policy_stage else ()
         generations = folder / "generations.jsonl"
         generate = ["--policy", self.policy_of(t - 1), "--judge", self.judge_path, "--seed", seed, *as_flags({
             k: getattr(a, k) for k in ("harmful_prompts", "benign_prompts", "prompt_split", "harmful_fraction",
                                        "num_prompts", "samples_per_prompt", "max_new_tokens", "temperature",
                                        "top_p", "generation_batch_size")})]
         stages = [Stage(f"generate_{t:02d}", generations, generate, partial(self.generate, t),
-                        previous + judge_input)]
+                        previous + self.judge_input)]
         annotator = {**self.annotator, "model_name_or_path": a.annotator_model or self.policy_of(t - 1)}
         if self.demonstrations_file:
             annotator.update(num_demonstrations=0, demonstrations_path=str(self.demonstrations_file))
@@ -219,31 +227,39 @@ class GenerativeRefinement:
                                  "--num_items", str(a.num_labeled), "--seed", seed],
                                 self.check_human_labels, (f"generate_{t:02d}",)))
             refine_inputs += (f"labels_{t:02d}",)
-        refine_dir, reward_dir, rl_dir = folder / "refine", folder / "reward_model", folder / "rl"
         refine = ["--config", a.refine_config, *as_flags(refine_values), "--dataset_path", str(generations),
-                  "--split_column", "split", "--label_column", "label", "--output_dir", str(refine_dir), "--seed", seed]
-        export = ["--run_dir", str(refine_dir), "--output_dir", str(reward_dir), *as_flags(a.export_overrides)]
+                  "--split_column", "split", "--label_column", "label", "--output_dir", str(folder / "refine"),
+                  "--seed", seed]
+        return stages + [Stage(f"refine_{t:02d}", self.outcome_path(t), refine, partial(self.refine, t),
+                               refine_inputs)]
+
+    def training_stages(self, t: int) -> list[Stage]:
+        """(d) export, (e) RL from the current policy, (f) evaluate the new one."""
+        a, folder, seed = self.args, self.round_dir(t), str(self.args.seed + t)
+        previous = (self.policy_stage,) if self.policy_stage else ()
+        reward_dir, rl_dir = folder / "reward_model", folder / "rl"
+        export = ["--run_dir", str(folder / "refine"), "--output_dir", str(reward_dir), *as_flags(a.export_overrides)]
         rl = ["--config", a.rl_config, "--policy", self.policy_of(t - 1), "--reward_model", str(reward_dir),
               "--evaluate", "false", "--evaluate_before", "false", *as_flags(a.rl_overrides),
               "--output_dir", str(rl_dir), "--seed", seed]
         if a.rl_trainer != "ppo":
             rl += ["--trainer", a.rl_trainer]
-        return stages + [
-            Stage(f"refine_{t:02d}", refine_dir / "summary.json", refine, pipeline.run_refinement, refine_inputs),
+        return [
             Stage(f"export_{t:02d}", reward_dir / "config.json", export, pipeline.run_export, (f"refine_{t:02d}",)),
             Stage(f"rl_{t:02d}", rl_dir / "summary.json", rl, run_rl, (f"export_{t:02d}",) + previous),
-            Stage(f"eval_{t:02d}", folder / "eval" / "metrics.json", self.eval_argv(t, str(reward_dir)),
-                  pipeline.run_evaluation, (f"rl_{t:02d}", f"export_{t:02d}") + judge_input),
+            Stage(f"eval_{t:02d}", folder / "eval" / "metrics.json",
+                  self.eval_argv(t, str(rl_dir / "model"), str(reward_dir)), pipeline.run_evaluation,
+                  (f"rl_{t:02d}", f"export_{t:02d}") + self.judge_input),
         ]
 
-    def eval_argv(self, t: int, reward_model: str | None) -> list[str]:
+    def eval_argv(self, t: int, policy: str, reward_model: str | None) -> list[str]:
         a = self.args
         defaults = {"judge": self.judge_path, "reward_model": reward_model, "reference": a.policy,
                     "harmful_prompts": a.eval_harmful_prompts, "benign_prompts": a.eval_benign_prompts,
                     "prompt_split": a.eval_prompt_split, "num_harmful": a.eval_num_prompts,
                     "num_benign": a.eval_num_prompts, "max_new_tokens": a.eval_max_new_tokens,
                     "batch_size": a.eval_batch_size, "do_sample": False, "seed": a.seed}
-        fixed = {"policy": self.policy_of(t), "output_dir": str(self.round_dir(t) / "eval"), "name": f"round {t}",
+        fixed = {"policy": policy, "output_dir": str(self.round_dir(t) / "eval"), "name": f"round {t}",
                  "overwrite": True}
         return as_flags({**fixed, **defaults, **a.eval_overrides, **fixed})
 
@@ -275,6 +291,20 @@ class GenerativeRefinement:
         self.round_dir(t).mkdir(parents=True, exist_ok=True)
         write_text(self.round_dir(t) / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
+    def outcome_path(self, t: int) -> Path:
+        return self.round_dir(t) / "refine_outcome.json"
+
+    def refine(self, t: int, argv: list[str]) -> None:
+        """Self-judge and refine. When the labelled sample finds no signal in the self-judgements (delta not above
+        min_delta), no reward can be trained: the round is recorded as refused and keeps the policy."""
+        try:
+            summary = pipeline.run_refinement(argv)
+            outcome = {"refused": None, "selected_round": summary["selected_round"]}
+        except PriorError as err:
+            logger.warning("round %d: no reward trained, the policy is kept: %s", t, err)
+            outcome = {"refused": str(err), "selected_round": None}
+        write_json(self.outcome_path(t), outcome)
+
     def check_human_labels(self, argv: list[str]) -> None:
         """Finished once every drawn item is answered; until then, say how to label and stop."""
         jsonl, _ = output_paths(argv[argv.index("--output_path") + 1])
@@ -291,17 +321,28 @@ class GenerativeRefinement:
         if distributed_state().num_processes > 1:
             raise SystemExit("generative refinement runs in one process: accelerate launch --cpu --num_processes 1")
         self.out.mkdir(parents=True, exist_ok=True)
-        stages = self.stages()
-        write_json(self.out / "generative_config.json", {
-            "generative_refinement": dataclasses.asdict(self.args), "stages": {s.name: s.argv for s in stages}})
-        state, this_run = run_stages(stages, self.out / "stages.json")
-        return self.report(state, this_run)
+        write_json(self.out / "generative_config.json", {"generative_refinement": dataclasses.asdict(self.args)})
+        state_path = self.out / "stages.json"
+        _, this_run = run_stages(self.head_stages(), state_path)
+        for t in range(1, self.args.num_rounds + 1):
+            this_run.update(run_stages(self.judging_stages(t), state_path)[1])
+            if json.loads(self.outcome_path(t).read_text())["refused"]:
+                self.policies.append(self.policies[-1])
+                self.evaluated_in.append(self.evaluated_in[-1])
+                continue
+            this_run.update(run_stages(self.training_stages(t), state_path)[1])
+            self.policies.append(str(self.round_dir(t) / "rl" / "model"))
+            self.evaluated_in.append(t)
+            self.policy_stage = f"rl_{t:02d}"
+        return self.report(json.loads(state_path.read_text()), this_run)
 
     def records(self) -> list[dict]:
         records = [round_record(0, self.round_dir(0) / "eval")]
         for t in range(1, self.args.num_rounds + 1):
             folder = self.round_dir(t)
-            records.append(round_record(t, folder / "eval", folder / "refine", folder / "rl"))
+            refused = json.loads(self.outcome_path(t).read_text())["refused"]
+            records.append(round_record(t, self.round_dir(self.evaluated_in[t]) / "eval", folder / "refine",
+                                        None if refused else folder / "rl", refused))
         return records
 
     def report(self, state: dict, this_run: dict) -> dict:

@@ -150,8 +150,10 @@ class Refinement:
         p = priors_lib.check_priors(self.label_priors(labels["train"], seed), cfg.min_delta)
         risk = risk_for("pn" if cfg.loss == "cleanlab" else cfg.loss, p.prior, p.theta_p, p.theta_n, cfg.lam)
         # Every loss is selected by the same rule (robust UU on the pseudo-labeled val split), so early
-        # stopping alone is never mistaken for a UU gain.
-        val_risk = risk_for("robust_uu", p.prior, p.theta_p, p.theta_n, cfg.lam)
+        # stopping alone is never mistaken for a UU gain. PN needs no priors: where they cannot define a UU risk
+        # (theta_p <= theta_n, allowed by a negative min_delta) it is selected by its own risk.
+        selection = "robust_uu" if p.delta > 0 or cfg.loss not in ("pn", "cleanlab") else "pn"
+        val_risk = risk_for(selection, p.prior, p.theta_p, p.theta_n, cfg.lam)
         start = time.perf_counter()
         # Every rank trains in the same workspace; the main process alone writes the round's files.
         with shared_atomic_dir(round_dir(self.out, index)) as tmp:
@@ -163,7 +165,7 @@ class Refinement:
             new = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
             after = self.label_priors(new["train"], seed)
             metrics = {"round": index, "priors": p.to_dict(), "label_priors": after.to_dict(),
-                       "threshold": threshold,
+                       "threshold": threshold, "selection_risk": selection,
                        "selection_score": self.selection_score(new["train"], after),
                        "positive_rate": float(new["train"].mean()),
                        "flips": {s: int(np.sum(new[s] != labels[s])) for s in SPLITS},

@@ -49,7 +49,7 @@ def setup(tmp_path_factory, feature_cache_dir):
             "--samples_per_prompt", str(SAMPLES), "--max_new_tokens", "8", "--num_labeled", str(LABELED),
             "--eval_num_prompts", "2", "--eval_max_new_tokens", "6",
             *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v))]]
-    return {"base": base, "argv": argv, "policy": policy}
+    return {"base": base, "argv": argv, "policy": policy, "overrides": overrides}
 
 
 def parse(argv: list[str]):
@@ -176,3 +176,25 @@ def test_benchmark_runs_both_arms_from_the_same_start_and_scores_its_targets(two
         (uu["rounds"][-1]["harmless_rate"] > no_uu["rounds"][-1]["harmless_rate"])
     text = (out / "results.md").read_text()
     assert "| harmless rate, held-out harmful | uu |" in text and (out / "rounds.png").stat().st_size > 0
+
+
+def test_a_round_whose_sample_finds_no_signal_keeps_its_policy(two_rounds, setup):
+    """A min_delta no labelled sample can pass stands for self-judgements without signal: no reward, no RL, the
+    policy and its evaluation carry over, and the next round samples from the same policy again."""
+    out = setup["base"] / "refused"
+    refine = {**setup["overrides"]["refine_overrides"], "min_delta": 0.99}
+    argv = [*setup["argv"], "--num_rounds", "2", "--output_dir", str(out), "--refine_overrides", json.dumps(refine),
+            "--judge_model", str(two_rounds[0] / "judge" / "model")]
+    summary = generative.main(parse(argv))
+    outcome = read(out / "round_01" / "refine_outcome.json")
+    assert "delta" in outcome["refused"] and outcome["selected_round"] is None
+    assert not (out / "round_01" / "reward_model").exists() and not (out / "round_01" / "rl").exists()
+    first, second = summary["rounds"][1], summary["rounds"][2]
+    assert first["refused"] == outcome["refused"] and first["self_judgement_accuracy"] is not None
+    assert first["harmless_rate"] == summary["rounds"][0]["harmless_rate"] and "classifier_accuracy" not in first
+    stages = read(out / "stages.json")
+    assert stages["generate_02"]["argv"][1] == setup["policy"]  # round 2 samples from the kept starting policy
+    assert second["refused"] and second["harmless_rate"] == summary["rounds"][0]["harmless_rate"]
+    assert [name for name in stages if name.endswith("_01")] == ["generate_01", "refine_01"]
+    report = (out / "report.md").read_text()
+    assert "| 1 | refused (policy kept) |" in report and "Round 1 refused: " in report

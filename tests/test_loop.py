@@ -439,3 +439,13 @@ def test_a_human_labelled_item_missing_from_the_training_split_is_named(tmp_path
     with pytest.raises(LabeledSampleError, match=r"gold\.jsonl: item 3 .*not in the training split"):
         run_refinement(make_config(write_jsonl(tmp_path / "d.jsonl", noisy_rows), tmp_path / "run", num_rounds=1,
                                    labeled_sample_path=str(tmp_path / "gold.jsonl")))
+
+
+def test_pn_trains_where_the_priors_cannot_define_a_uu_risk(tmp_path, noisy_rows, make_config):
+    """Inverted pseudo-labels (delta = -1): robust UU refuses them (above); PN, which needs no priors, trains on
+    them with min_delta below -1 and is then selected by its own risk, so it learns the labels it was given."""
+    path = write_jsonl(tmp_path / "inverted.jsonl", [{**r, "pseudo_label": 1 - r["label"]} for r in noisy_rows])
+    summary = run_refinement(make_config(path, tmp_path / "out", loss="pn", num_rounds=1, min_delta=-1.5))
+    trained = summary["rounds"][1]
+    assert trained["priors"]["delta"] == pytest.approx(-1.0) and trained["selection_risk"] == "pn"
+    assert trained["quality"]["test"]["accuracy"] < 0.5  # it fits the inverted labels: worse than chance on gold
