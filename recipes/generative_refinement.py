@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stage recipes ar
 import pipeline  # noqa: E402  (the stage runner and the stage recipes' entry points)
 import safety_grpo  # noqa: E402
 import yaml  # noqa: E402
-from pipeline import Stage, as_flags, option, overrides_option, run_stages  # noqa: E402
+from pipeline import Stage, as_flags, option, overrides_option, read_overrides, run_stages  # noqa: E402
 
 from alignment.demo import demo_path  # noqa: E402
 from alignment.evaluate import SamplingConfig, load_policy  # noqa: E402
@@ -144,13 +144,7 @@ class GenerativeRefinementConfig:
             self.rl_config = f"recipes/configs/{'ppo' if self.rl_trainer == 'ppo' else 'grpo'}/cpu_smollm2.yaml"
         if self.num_rounds < 1 or self.samples_per_prompt < 1 or self.num_prompts < 3:
             raise ValueError("num_rounds and samples_per_prompt must be >= 1 and num_prompts >= 3")
-        for name in OVERRIDES:
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = json.loads(value) if value.strip().lower() not in ("", "none", "null") else None
-            if value is not None and not isinstance(value, dict):
-                raise ValueError(f"{name}: expected a mapping of field: value, got {value!r}")
-            setattr(self, name, dict(value or {}))
+        read_overrides(self, OVERRIDES)
 
 
 class GenerativeRefinement:

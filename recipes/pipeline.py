@@ -88,13 +88,18 @@ class PipelineConfig:
     eval_overrides: dict | str | None = overrides_option("recipes/evaluate_policy.py (both evaluations)")
 
     def __post_init__(self):
-        for name in OVERRIDES:  # the command line gives a JSON object, the YAML a mapping
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = json.loads(value) if value.strip().lower() not in ("", "none", "null") else None
-            if value is not None and not isinstance(value, dict):
-                raise ValueError(f"{name}: expected a mapping of field: value, got {value!r}")
-            setattr(self, name, dict(value or {}))
+        read_overrides(self, OVERRIDES)
+
+
+def read_overrides(config, names: tuple[str, ...]) -> None:
+    """Each named field as a dict: the command line gives a JSON object, the YAML a mapping, None gives {}."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().lower() not in ("", "none", "null") else None
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{name}: expected a mapping of field: value, got {value!r}")
+        setattr(config, name, dict(value or {}))
 
 
 def as_flags(values: dict) -> list[str]:
