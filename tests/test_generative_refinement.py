@@ -198,3 +198,18 @@ def test_a_round_whose_sample_finds_no_signal_keeps_its_policy(two_rounds, setup
     assert [name for name in stages if name.endswith("_01")] == ["generate_01", "refine_01"]
     report = (out / "report.md").read_text()
     assert "| 1 | refused (policy kept) |" in report and "Round 1 refused: " in report
+
+
+def test_grpo_trains_the_round_when_asked(two_rounds, setup):
+    out = setup["base"] / "grpo"
+    rl = {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 8, "max_steps": 1,
+          "max_prompts": 8, "lora_target_modules": ["q_proj", "v_proj"], "lora_r": 4, "lora_alpha": 8,
+          "disable_tqdm": True}
+    argv = [*setup["argv"], "--num_rounds", "1", "--output_dir", str(out), "--rl_trainer", "grpo",
+            "--rl_overrides", json.dumps(rl), "--judge_model", str(two_rounds[0] / "judge" / "model")]
+    summary = generative.main(parse(argv))
+    rl_summary = read(out / "round_01" / "rl" / "summary.json")
+    assert rl_summary["trainer"] == "grpo" and rl_summary["steps"] == 1
+    assert read(out / "stages.json")["rl_01"]["argv"][1].endswith("configs/grpo/cpu_smollm2.yaml")
+    assert summary["rounds"][1]["harmless_rate"] == read(out / "round_01" / "eval" / "metrics.json")["harmful"][
+        "harmless_rate"]
