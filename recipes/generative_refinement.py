@@ -86,7 +86,8 @@ SELF_JUDGEMENT_OVERRIDES = {"loss": "pn", "num_rounds": 1, "min_delta": -2.0, "r
 @dataclass
 class GenerativeRefinementConfig:
     output_dir: str = option("runs/generative_refinement", "One folder per round is written here; rerun to resume.")
-    seed: int = option(0, "Seed of every stage (round t uses seed + t for its draws and training).")
+    seed: int = option(0, "Seed of every stage (round t draws and trains with 1000 * seed + t, so runs with "
+                       "different seeds share no round's draws).")
     policy: str = option("embedded:smollm2", "The starting policy; it judges its own replies, and is the KL "
                          "reference of every evaluation.")
     num_rounds: int = option(3, "Rounds of generate -> self-judge -> refine -> RL -> evaluate.")
@@ -160,6 +161,9 @@ class GenerativeRefinement:
     def round_dir(self, index: int) -> Path:
         return self.out / f"round_{index:02d}"
 
+    def round_seed(self, t: int) -> int:
+        return 1000 * self.args.seed + t
+
     def policy_of(self, index: int) -> str:
         """The policy after round ``index`` (0: the starting one); a refused round keeps the one before."""
         return self.policies[index]
@@ -197,7 +201,7 @@ class GenerativeRefinement:
 
     def judging_stages(self, t: int) -> list[Stage]:
         """(a) generate, (c) the human's labels if asked, (b, d) self-judge and refine: round t up to its reward."""
-        a, folder, seed = self.args, self.round_dir(t), str(self.args.seed + t)
+        a, folder, seed = self.args, self.round_dir(t), str(self.round_seed(t))
         previous = (self.policy_stage,) if self.policy_stage else ()
         generations = folder / "generations.jsonl"
         generate = ["--policy", self.policy_of(t - 1), "--judge", self.judge_path, "--seed", seed, *as_flags({
@@ -229,7 +233,7 @@ class GenerativeRefinement:
 
     def training_stages(self, t: int) -> list[Stage]:
         """(d) export, (e) RL from the current policy, (f) evaluate the new one."""
-        a, folder, seed = self.args, self.round_dir(t), str(self.args.seed + t)
+        a, folder, seed = self.args, self.round_dir(t), str(self.round_seed(t))
         previous = (self.policy_stage,) if self.policy_stage else ()
         reward_dir, rl_dir = folder / "reward_model", folder / "rl"
         export = ["--run_dir", str(folder / "refine"), "--output_dir", str(reward_dir), *as_flags(a.export_overrides)]
@@ -268,7 +272,7 @@ class GenerativeRefinement:
         write_text(self.demonstrations_file, "".join(json.dumps(dataclasses.asdict(d)) + "\n" for d in chosen))
 
     def generate(self, t: int, argv: list[str]) -> None:
-        a, seed = self.args, self.args.seed + t
+        a, seed = self.args, self.round_seed(t)
         harmful = prompt_set(a.harmful_prompts, True, a.prompt_split, None)
         benign = prompt_set(a.benign_prompts, False, a.prompt_split, None)
         size = min(a.num_prompts, mix_size(len(harmful), len(benign), a.harmful_fraction))
