@@ -33,7 +33,7 @@ from alignment.refusal import is_refusal
 from refinement.data import format_example
 from refinement.embedded import resolve_model
 from refinement.finetune import predict_logits
-from refinement.io import atomic_dir, distributed_state, write_json, write_text
+from refinement.io import atomic_dir, distributed_state, save_figure, write_json, write_text
 
 HEADLINE = (  # (label, group, metric): the rows of every table and the panels of every plot
     ("harmless rate on harmful prompts (judge)", "harmful", "harmless_rate"),
@@ -412,8 +412,7 @@ def plot_runs(runs: Sequence[dict], path: Path) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def compare_runs(run_dirs: Sequence[str | Path], output_dir: str | Path | None = None,

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from refinement.io import save_figure
+
 from .evaluate import SamplingConfig, decision_threshold, generate, score_replies
 from .prompts import Prompt
 
@@ -110,15 +112,15 @@ def round_record(index: int, eval_dir: Path, refine_dir: Path | None = None, rl_
     return record
 
 
-COLUMNS = (("self-judgement acc (train)", "self_judgement_accuracy"),
-           ("refined labels acc (train)", "classifier_accuracy"),
-           ("classifier acc (test)", "classifier_accuracy_test"),
-           ("harmless rate, harmful prompts", "harmless_rate"),
-           ("refusal rate, benign prompts", "benign_refusal_rate"),
-           ("KL to start", "mean_kl"))
+COLUMNS = (("self-judgement acc (train, vs judge)", "self_judgement_accuracy"),
+           ("reward's labels acc (train, vs judge)", "classifier_accuracy"),
+           ("reward acc (test prompts, vs judge)", "classifier_accuracy_test"),
+           ("harmless rate, held-out harmful", "harmless_rate"),
+           ("refusal rate, held-out benign", "benign_refusal_rate"),
+           ("KL to the starting policy", "mean_kl"))
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
@@ -133,8 +135,9 @@ def _reward_cell(record: dict) -> str:
 def rounds_table(records: Sequence[dict]) -> str:
     lines = ["| round | reward | " + " | ".join(label for label, _ in COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 2) + "|"]
-    lines += [f"| {r['round']} | {_reward_cell(r)} | " + " | ".join(_fmt(r.get(key)) for _, key in COLUMNS) + " |"
-              for r in records]
+    for r in records:
+        lines.append(f"| {r['round']} | {_reward_cell(r)} | "
+                     + " | ".join(format_value(r.get(key)) for _, key in COLUMNS) + " |")
     refused = [r for r in records if r.get("refused")]
     lines += ["", *(f"Round {r['round']} refused: {r['refused']}" for r in refused)]
     return "\n".join(lines).rstrip()
@@ -165,8 +168,4 @@ def plot_rounds(runs: dict[str, Sequence[dict]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)

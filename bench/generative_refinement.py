@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 import generative_refinement  # noqa: E402  (recipes/generative_refinement.py)
 
-from alignment.self_refinement import plot_rounds  # noqa: E402
+from alignment.self_refinement import COLUMNS, format_value, plot_rounds  # noqa: E402
 
 YAML = "recipes/configs/generative/cpu_smollm2.yaml"
 ARMS = {"uu": "refined", "no_uu": "self_judgement"}
@@ -68,25 +68,13 @@ def targets(uu: list[dict], no_uu: list[dict]) -> list[dict]:
     ]
 
 
-ROWS = (("self-judgement acc (train, vs judge)", "self_judgement_accuracy"),
-        ("reward's labels acc (train, vs judge)", "classifier_accuracy"),
-        ("reward acc (test prompts, vs judge)", "classifier_accuracy_test"),
-        ("harmless rate, held-out harmful", "harmless_rate"),
-        ("refusal rate, held-out benign", "benign_refusal_rate"),
-        ("KL to the starting policy", "mean_kl"))
-
-
-def _f(value) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
 def markdown(records: dict, goals: list[dict], settings: dict, seconds: dict) -> str:
     rounds = [r["round"] for r in records["uu"]]
     lines = ["| metric | arm | " + " | ".join(f"round {t}" for t in rounds) + " |",
              "|---|---|" + "---|" * len(rounds)]
-    for label, key in ROWS:
+    for label, key in COLUMNS:
         for arm in ARMS:
-            lines.append(f"| {label} | {arm} | " + " | ".join(_f(r.get(key)) for r in records[arm]) + " |")
+            lines.append(f"| {label} | {arm} | " + " | ".join(format_value(r.get(key)) for r in records[arm]) + " |")
     lines += ["", "| issue 6 target | measured | |", "|---|---|---|"]
     lines += [f"| {g['target']} | {g['value']} | {'met' if g['met'] else 'not met'} |" for g in goals]
     lines += ["", f"{YAML}, seed {settings['seed']}, extra flags {settings['extra'] or 'none'}. Round 0 is the "

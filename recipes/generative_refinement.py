@@ -223,7 +223,7 @@ class GenerativeRefinement:
             stages.append(Stage(f"labels_{t:02d}", output_paths(labels)[0],
                                 ["--dataset_path", str(generations), "--output_path", str(labels),
                                  "--num_items", str(a.num_labeled), "--seed", seed],
-                                self.check_human_labels, (f"generate_{t:02d}",)))
+                                partial(self.check_human_labels, labels), (f"generate_{t:02d}",)))
             refine_inputs += (f"labels_{t:02d}",)
         refine = ["--config", a.refine_config, *as_flags(refine_values), "--dataset_path", str(generations),
                   "--split_column", "split", "--label_column", "label", "--output_dir", str(folder / "refine"),
@@ -303,9 +303,10 @@ class GenerativeRefinement:
             outcome = {"refused": str(err), "selected_round": None}
         write_json(self.outcome_path(t), outcome)
 
-    def check_human_labels(self, argv: list[str]) -> None:
-        """Finished once every drawn item is answered; until then, say how to label and stop."""
-        jsonl, _ = output_paths(argv[argv.index("--output_path") + 1])
+    def check_human_labels(self, labels: Path, argv: list[str]) -> None:
+        """Finished once every drawn item is answered; until then, say how to label (argv: the label_sample
+        flags of this round's sample) and stop."""
+        jsonl, _ = output_paths(labels)
         answered = len(read_answers(jsonl)) if jsonl.is_file() else 0
         if answered < self.args.num_labeled:
             command = " ".join(["python recipes/label_sample.py --config recipes/configs/label_sample/default.yaml",

@@ -27,6 +27,17 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure atomically (a temp file renamed into place) and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 @contextmanager
 def atomic_dir(target: Path, replace: bool = False):
     """Yields a temp folder beside `target` and renames it to `target` when the block succeeds.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import write_text
+from .io import save_figure, write_text
 
 
 def _fmt(value, digits=3) -> str:
@@ -33,10 +33,7 @@ def plot_rounds(summary: dict, path: Path) -> None:
                  xticks=x)
     theta_ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_report(output_dir: Path, summary: dict) -> None:
