@@ -69,6 +69,17 @@ def test_finished_annotation_is_reused_without_loading_the_judge(tmp_path, judge
     assert json.dumps(again) == json.dumps(first) and again_path == path and tree_digest(tmp_path / "out") == before
 
 
+def test_judgements_are_not_reused_under_other_judge_settings(tmp_path, judge_dir, rows_file):
+    """Same folder, same pairs, another abstention threshold: the cached P(yes) (no abstention) must not stand in
+    for the new judge's (every item abstains, as in the test below); the old judgements stay in the cache."""
+    rows = load_rows(str(rows_file))
+    _, first = annotate_rows(rows, settings(judge_dir), tmp_path, show_progress=False)
+    _, second = annotate_rows(rows, settings(judge_dir, min_answer_mass=0.5, abstain="harmful"), tmp_path,
+                              show_progress=False)
+    assert first["abstained"] == 0 and second["from_cache"] == 0 and second["abstained"] == len(rows)
+    assert len(read_jsonl(tmp_path / "judgements.jsonl")) == 2 * len(rows)
+
+
 def test_threshold_calibration_spends_val_labels_only(tmp_path, judge_dir, rows_file):
     rows = load_rows(str(rows_file))
     cfg = settings(judge_dir, calibrate_on_labeled=12)

@@ -80,7 +80,8 @@ class Annotator:
               desc: str = "judging") -> tuple[np.ndarray, int]:
         """P(yes) for each item (prefix + item messages) and how many came from the cache. New judgements are
         appended to the cache chunk by chunk, in length order so the backend's batches stay homogeneous."""
-        keys = [cache_key(self.backend.model_id, cache_tag, json.dumps(prefix + item, ensure_ascii=False))
+        keys = [cache_key(self.backend.model_id, self.backend.settings, cache_tag,
+                          json.dumps(prefix + item, ensure_ascii=False))
                 for item in items]
         todo = sorted((i for i, k in enumerate(keys) if self.cache is None or k not in self.cache),
                       key=lambda i: len(items[i][-1]["content"]))

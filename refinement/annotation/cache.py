@@ -1,7 +1,8 @@
 """Judgements appended to a JSONL file as they complete, so a killed annotation resumes without redoing work.
 
-Each line is {"key": sha256(model id, template, text), "p_yes": float | null}. A line cut short by a kill is
-ignored on reading (its item is judged again); provenance (model, template, backend, dates) sits beside the
+Each line is {"key": sha256(model id, backend settings, template, text), "p_yes": float | null}: a judgement is
+reused only by the same judge with the same settings (dtype, abstention threshold, server). A line cut short by a
+kill is ignored on reading (its item is judged again); provenance (model, template, backend, dates) sits beside the
 file in `<name>.provenance.json`.
 """
 from __future__ import annotations
@@ -19,9 +20,10 @@ from ..io import write_json
 logger = logging.getLogger(__name__)
 
 
-def cache_key(model_id: str, template: str, text: str) -> str:
+def cache_key(*parts: str) -> str:
+    """sha256 of the parts (the judge's model id and settings, the template, the rendered messages)."""
     digest = hashlib.sha256()
-    for part in (model_id, template, text):
+    for part in parts:
         digest.update(part.encode("utf-8"))
         digest.update(b"\x00")  # parts cannot run into each other
     return digest.hexdigest()

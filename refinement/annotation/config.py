@@ -69,9 +69,3 @@ class AnnotatorConfig:
         if unknown:
             raise ValueError(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return cls(**block)
-
-    def judge_fingerprint(self) -> dict:
-        """The settings that change judgements (not thresholds or abstention handling)."""
-        keys = ("backend", "model_name_or_path", "template", "num_demonstrations", "demonstrations_path",
-                "max_prompt_tokens", "max_response_tokens", "dtype", "min_answer_mass", "seed")
-        return {k: getattr(self, k) for k in keys}

@@ -35,7 +35,7 @@ class TransformersJudge:
         self.batch_size, self.reuse_prefix, self.min_answer_mass = batch_size, reuse_prefix, min_answer_mass
         self.yes_ids = single_token_ids(self.tokenizer, YES_WORDS)
         self.no_ids = single_token_ids(self.tokenizer, NO_WORDS)
-        self.settings = f"transformers dtype={dtype}"
+        self.settings = f"transformers dtype={dtype} min_answer_mass={min_answer_mass}"
         self._prefix_cache: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def token_ids(self, prefix: list[dict], items: Sequence[list[dict]]) -> tuple[list[int], list[list[int]]]:

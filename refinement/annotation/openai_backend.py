@@ -35,7 +35,7 @@ class OpenAIJudge:
         self.backoff_seconds, self.timeout_seconds = backoff_seconds, timeout_seconds
         self.top_logprobs, self.min_answer_mass, self.max_tokens = top_logprobs, min_answer_mass, max_tokens
         self.tokenizer = None  # truncation falls back to characters
-        self.settings = f"openai-compatible {base_url}"
+        self.settings = f"openai-compatible {base_url} min_answer_mass={min_answer_mass}"
         api_key = os.environ.get(api_key_env)
         self._headers = {"Content-Type": "application/json"}
         if api_key:

@@ -16,7 +16,7 @@ class VLLMJudge:
                  min_answer_mass: float = 0.0, gpu_memory_utilization: float = 0.85, engine=None):
         self.model_id = model_name_or_path
         self.min_answer_mass = min_answer_mass
-        self.settings = f"vllm dtype={dtype}"
+        self.settings = f"vllm dtype={dtype} min_answer_mass={min_answer_mass}"
         if engine is None:
             try:
                 from vllm import LLM
