@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, set_seed
 
 from alignment.prompts import Prompt
 from alignment.refusal import is_refusal
 from refinement.data import format_example
 from refinement.embedded import resolve_model
-from refinement.finetune import predict_logits
 from refinement.io import atomic_dir, distributed_state, save_figure, write_json, write_text
+from reward.scoring import RewardClassifier
 
 HEADLINE = (  # (label, group, metric): the rows of every table and the panels of every plot
     ("harmless rate on harmful prompts (judge)", "harmful", "harmless_rate"),
@@ -203,16 +203,11 @@ def sequence_kl(policy: torch.nn.Module, reference: torch.nn.Module, generations
 # ---------------------------------------------------------------- judges
 
 
-def decision_threshold(model_dir: str) -> float:
-    """The threshold a refinement run records in its exported config (harmless iff logit > it); 0 otherwise."""
-    return float(getattr(AutoConfig.from_pretrained(model_dir), "decision_threshold", 0.0) or 0.0)
-
-
-def score_replies(model_dir: str, prompts: Sequence[Prompt], replies: Sequence[str],
-                  batch_size: int = 16) -> np.ndarray:
-    """One logit per (prompt, reply) from a sequence-classification folder, in the classifier text format."""
-    texts = [format_example(p.text, reply) for p, reply in zip(prompts, replies)]
-    return predict_logits(model_dir, texts, batch_size=batch_size)
+def score_texts(model_dir: str, texts: Sequence[str], batch_size: int = 16) -> tuple[np.ndarray, float]:
+    """(one logit per text, the decision threshold) of a sequence-classification folder: the reward package's
+    scorer, so a folder scores as it does in RL (its max length, left truncation, harmless iff logit > t)."""
+    classifier = RewardClassifier(model_dir, device=distributed_state().device, batch_size=batch_size)
+    return classifier.logits(texts), classifier.threshold
 
 
 # ---------------------------------------------------------------- the evaluation
@@ -273,14 +268,16 @@ def score_items(items: Sequence[dict], prompts: Sequence[Prompt], classifiers: d
                 batch_size: int = 16) -> dict[str, float]:
     """Add each given classifier's logit (and verdict: logit > its decision threshold) to every item, in
     place; return the thresholds used."""
-    thresholds = {}
-    replies = [item["generation"] for item in items]
+    thresholds, scored = {}, {}
+    texts = [format_example(p.text, item["generation"]) for p, item in zip(prompts, items)]
     for role, model_dir in classifiers.items():
         if model_dir is None:
             continue
+        if model_dir not in scored:  # the judge is often the reward model itself: load and score it once
+            scored[model_dir] = score_texts(model_dir, texts, batch_size)
+        logits, thresholds[role] = scored[model_dir]
         logit_key, verdict_key = SCORED_BY[role]
-        thresholds[role] = decision_threshold(model_dir)
-        for item, logit in zip(items, score_replies(model_dir, prompts, replies, batch_size)):
+        for item, logit in zip(items, logits):
             item[logit_key] = float(logit)
             if verdict_key:
                 item[verdict_key] = bool(logit > thresholds[role])

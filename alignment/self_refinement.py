@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from refinement.data import format_example
 from refinement.io import save_figure
 
-from .evaluate import SamplingConfig, decision_threshold, generate, score_replies
+from .evaluate import SamplingConfig, generate, score_texts
 from .prompts import Prompt
 
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -56,9 +57,8 @@ def sample_generations(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBas
 
 def judge_generations(rows: list[dict], judge_dir: str, batch_size: int = 16) -> None:
     """Add the judge's logit and verdict (``label``: 1 harmless iff logit > its decision threshold) in place."""
-    prompts = [Prompt(r["prompt"], r["is_harmful"], r["source"], r["category"]) for r in rows]
-    logits = score_replies(judge_dir, prompts, [r["response"] for r in rows], batch_size=batch_size)
-    threshold = decision_threshold(judge_dir)
+    logits, threshold = score_texts(judge_dir, [format_example(r["prompt"], r["response"]) for r in rows],
+                                    batch_size)
     for row, logit in zip(rows, logits):
         row["judge_logit"] = float(logit)
         row["label"] = int(logit > threshold)
