@@ -245,8 +245,11 @@ def evaluate_policy(policy: str | torch.nn.Module, harmful: Sequence[Prompt], be
     seconds["scoring"] = time.perf_counter() - started
     if reference is not None:
         started = time.perf_counter()
-        reference_model = _reference_model(reference, tokenizer)
-        for item, kl in zip(items, sequence_kl(model, reference_model, generations, sampling.batch_size)):
+        if any(reference is p for p in (policy, model)) or reference == policy_name:
+            kls = np.zeros(len(items))  # the policy against itself: no second copy, no extra forward passes
+        else:
+            kls = sequence_kl(model, _reference_model(reference, tokenizer), generations, sampling.batch_size)
+        for item, kl in zip(items, kls):
             item["kl"] = float(kl)
         seconds["kl"] = time.perf_counter() - started
     seconds["total"] = sum(seconds.values())
