@@ -312,13 +312,7 @@ def run_ppo(argv: list[str]) -> dict:
 
 
 def run_evaluation(argv: list[str]) -> dict:
-    # None (every prompt) has no flag spelling for an int field: such flags are set after parsing.
-    unset = [argv[i][2:] for i in range(0, len(argv) - 1) if argv[i].startswith("--num_") and argv[i + 1] == "none"]
-    kept = [a for i, a in enumerate(argv) if a[2:] not in unset and (i == 0 or argv[i - 1][2:] not in unset)]
-    config, sampling = evaluate_policy.make_parser().parse_args_and_config(kept)
-    for name in unset:
-        setattr(config, name, None)
-    return evaluate_policy.main(config, sampling)
+    return evaluate_policy.main(*evaluate_policy.make_parser().parse_args_and_config(argv))
 
 
 def main(args: PipelineConfig) -> dict:

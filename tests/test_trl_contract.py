@@ -14,6 +14,7 @@ from alignment.trl_api import TrlParser
 class _Args:
     alpha: int = 1
     name: str = "x"
+    limit: int | None = 4
 
 
 def test_trl_is_the_pinned_release():
@@ -36,6 +37,14 @@ def test_trl_parser_rejects_unknown_yaml_keys_and_flags(tmp_path):
         TrlParser((_Args,)).parse_args_and_config(["--config", str(config)])
     with pytest.raises(ValueError, match="bogus"):
         TrlParser((_Args,)).parse_args_and_config(["--bogus", "1"])
+
+
+def test_trl_parser_reads_none_into_an_optional_int():
+    """recipes/pipeline.py passes `--num_harmful none` (every prompt) straight through to the evaluation recipe."""
+    (args,) = TrlParser((_Args,)).parse_args_and_config(["--limit", "none"])
+    assert args.limit is None
+    (args,) = TrlParser((_Args,)).parse_args_and_config(["--limit", "7"])
+    assert args.limit == 7
 
 
 # ---------------------------------------------------------------------------------------------- reward (issue 4)
