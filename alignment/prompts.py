@@ -26,6 +26,7 @@ from typing import Any
 import datasets
 import numpy as np
 
+from alignment.demo import demo_path
 from refinement.data import DataError
 
 PROMPT_COLUMNS = ("prompt", "instruction", "goal", "behavior", "forbidden_prompt", "question", "text")
@@ -105,6 +106,14 @@ def load_refusal_direction_split(root: str, split: str) -> tuple[list[Prompt], l
     harmful = load_prompts(str(splits / f"harmful_{split}.json"), is_harmful=True)
     benign = load_prompts(str(splits / f"harmless_{split}.json"), is_harmful=False)
     return harmful, benign
+
+
+def prompt_set(source: str, is_harmful: bool, split: str | None, column: str | None) -> list[Prompt]:
+    """One prompt set: `demo` is the project's own (alignment/demo_data), anything else goes to load_prompts."""
+    kind = "harmful" if is_harmful else "benign"
+    if source == "demo":
+        return load_prompts(demo_path(f"{kind}_prompts"), is_harmful=is_harmful, split=split, name=f"demo_{kind}")
+    return load_prompts(source, is_harmful=is_harmful, split=split, column=column)
 
 
 def sample_prompts(prompts: Sequence[Prompt], count: int | None, seed: int = 0) -> list[Prompt]:

@@ -34,8 +34,7 @@ import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, set_seed
 
-from alignment.demo import demo_path
-from alignment.prompts import Prompt, build_rl_mix, load_prompts, sample_prompts
+from alignment.prompts import Prompt, build_rl_mix, prompt_set, sample_prompts
 from alignment.refusal import is_refusal
 from refinement.embedded import resolve_model
 from refinement.io import atomic_dir, write_json, write_text
@@ -163,14 +162,6 @@ def lora_config(args: RLScriptArguments, task_type: str = "CAUSAL_LM"):
 
 
 # ---------------------------------------------------------------------------------------------- prompts
-
-
-def prompt_set(source: str, is_harmful: bool, split: str | None, column: str | None) -> list[Prompt]:
-    """One prompt set: `demo` is the project's own (alignment/demo_data), anything else goes to load_prompts."""
-    kind = "harmful" if is_harmful else "benign"
-    if source == "demo":
-        return load_prompts(demo_path(f"{kind}_prompts"), is_harmful=is_harmful, split=split, name=f"demo_{kind}")
-    return load_prompts(source, is_harmful=is_harmful, split=split, column=column)
 
 
 def mix_size(n_harmful: int, n_benign: int, harmful_fraction: float) -> int:

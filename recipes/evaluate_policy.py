@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
     os.environ.setdefault(_var, "1")
 
-from alignment.demo import demo_path
 from alignment.evaluate import HEADLINE, SamplingConfig, evaluate_policy
-from alignment.prompts import Prompt, load_prompts, load_xstest, sample_prompts
+from alignment.prompts import load_xstest, prompt_set, sample_prompts
 from alignment.trl_api import TrlParser
 
 _OPTIONAL = ("judge", "refusal_judge", "reward_model", "reference", "prompt_split", "xstest_path")
@@ -60,14 +59,6 @@ class EvaluatePolicyConfig:
                 setattr(self, name, None)
 
 
-def prompt_set(source: str, is_harmful: bool, args: EvaluatePolicyConfig, seed: int) -> list[Prompt]:
-    kind = "harmful" if is_harmful else "benign"
-    path = demo_path(f"{kind}_prompts") if source == "demo" else source
-    prompts = load_prompts(path, is_harmful=is_harmful, split=args.prompt_split,
-                           name=f"demo_{kind}" if source == "demo" else None)
-    return sample_prompts(prompts, args.num_harmful if is_harmful else args.num_benign, seed)
-
-
 def main(args: EvaluatePolicyConfig, sampling: SamplingConfig | None = None) -> dict:
     """Evaluate `args.policy`; `sampling` (generation settings, also flags) seeds the prompt samples too."""
     sampling = sampling or SamplingConfig()
@@ -77,8 +68,10 @@ def main(args: EvaluatePolicyConfig, sampling: SamplingConfig | None = None) -> 
         if getattr(args, name) and not os.path.isdir(getattr(args, name)):
             raise SystemExit(f"--{name} {getattr(args, name)}: no such folder (a judge from `make refine` lives in "
                              f"runs/refine_cpu_minilm/model); pass --{name} none to skip it")
-    harmful = prompt_set(args.harmful_prompts, True, args, sampling.seed)
-    benign = prompt_set(args.benign_prompts, False, args, sampling.seed)
+    harmful = sample_prompts(prompt_set(args.harmful_prompts, True, args.prompt_split, None), args.num_harmful,
+                             sampling.seed)
+    benign = sample_prompts(prompt_set(args.benign_prompts, False, args.prompt_split, None), args.num_benign,
+                            sampling.seed)
     if args.xstest_path:
         benign += sample_prompts(load_xstest(args.xstest_path, "safe"), args.num_xstest, sampling.seed)
     metrics = evaluate_policy(args.policy, harmful, benign, judge=args.judge, refusal_judge=args.refusal_judge,

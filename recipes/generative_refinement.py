@@ -55,8 +55,11 @@ from pipeline import Stage, as_flags, option, overrides_option, read_overrides, 
 
 from alignment.demo import demo_path  # noqa: E402
 from alignment.evaluate import SamplingConfig, load_policy  # noqa: E402
-from alignment.prompts import build_rl_mix  # noqa: E402
-from alignment.rl import mix_size, prompt_set  # noqa: E402
+from alignment.prompts import (
+    build_rl_mix,  # noqa: E402
+    prompt_set,  # noqa: E402
+)
+from alignment.rl import mix_size  # noqa: E402
 from alignment.self_refinement import (  # noqa: E402
     judge_generations,
     plot_rounds,
