@@ -150,12 +150,13 @@ def build_rl_mix(harmful: Sequence[Prompt], benign: Sequence[Prompt], size: int,
     return [mix[i] for i in rng.permutation(len(mix))]
 
 
-def to_dataset(prompts: Iterable[Prompt]) -> datasets.Dataset:
-    """Columns prompt, is_harmful, source, category: the shape TRL's RL trainers take (``prompt`` column);
-    the other columns reach reward functions as keyword lists."""
+def to_dataset(prompts: Iterable[Prompt], inputs: Sequence | None = None) -> datasets.Dataset:
+    """Columns prompt, is_harmful, source, category: the shape TRL's RL trainers take (``prompt`` column, the
+    texts or the given ``inputs``, e.g. chat messages); the other columns reach reward functions as keyword lists."""
     prompts = list(prompts)
     return datasets.Dataset.from_dict({
-        "prompt": [p.text for p in prompts], "is_harmful": [p.is_harmful for p in prompts],
+        "prompt": [p.text for p in prompts] if inputs is None else list(inputs),
+        "is_harmful": [p.is_harmful for p in prompts],
         "source": [p.source for p in prompts], "category": [p.category for p in prompts]})
 
 

@@ -34,7 +34,7 @@ import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, set_seed
 
-from alignment.prompts import Prompt, build_rl_mix, prompt_set, sample_prompts
+from alignment.prompts import Prompt, build_rl_mix, prompt_set, sample_prompts, to_dataset
 from alignment.refusal import is_refusal
 from refinement.embedded import resolve_model
 from refinement.io import atomic_dir, write_json, write_text
@@ -300,9 +300,7 @@ class RLRun:
 
     def dataset(self) -> datasets.Dataset:
         """GRPO/RLOO's dataset: `prompt` plus is_harmful/source/category (reward functions get them as keywords)."""
-        return datasets.Dataset.from_dict({
-            "prompt": self.inputs(), "is_harmful": [p.is_harmful for p in self.prompts],
-            "source": [p.source for p in self.prompts], "category": [p.category for p in self.prompts]})
+        return to_dataset(self.prompts, self.inputs())
 
     def load_policy(self) -> torch.nn.Module:
         model = AutoModelForCausalLM.from_pretrained(self.policy_path, dtype=self.dtype)
