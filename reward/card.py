@@ -118,7 +118,7 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
 
-def _eval_results(config: dict, name: str, datasets: list[str]) -> list[EvalResult] | None:
+def _eval_results(config: dict, datasets: list[str]) -> list[EvalResult] | None:
     """Gold test metrics of the exported round as model-index entries (when the run had gold labels)."""
     entry = next((r for r in config["refinement_history"] if r["round"] == config["refinement_round"]), None)
     test = (entry or {}).get("quality", {}).get("test")
@@ -141,7 +141,7 @@ def render_model_card(config: dict, name: str, repo_id: str | None = None) -> Mo
     card_data = ModelCardData(
         base_model=config.get("base_model"), datasets=datasets or None, license=config.get("license"),
         library_name="transformers", pipeline_tag="text-classification", tags=TAGS,
-        metrics=["accuracy", "f1", "roc_auc"], model_name=name, eval_results=_eval_results(config, name, datasets))
+        metrics=["accuracy", "f1", "roc_auc"], model_name=name, eval_results=_eval_results(config, datasets))
     history = config["refinement_history"]
     return ModelCard.from_template(
         card_data, template_str=TEMPLATE, name=name, repo=repo_id or name, run=run, round=config["refinement_round"],

@@ -33,10 +33,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
+from refinement.backends import HEAD_FILE
 from refinement.config import RefineConfig
 from refinement.corpus import SPLITS, run_corpus
+from refinement.data import format_example
 from refinement.features import head_module_names, load_stock_classifier
-from refinement.finetune import load_tokenizer
+from refinement.finetune import EXPORT_SUBDIR, load_tokenizer
 from refinement.heads import build_head, load_head_into
 from refinement.io import atomic_dir, write_json, write_text
 
@@ -44,9 +46,8 @@ from .card import base_model_id, render_model_card
 from .scoring import RewardClassifier
 
 DIRECTION = "higher_is_more_harmless"
-TEXT_FORMAT = "Human: {prompt}\n\nAssistant: {response}"  # refinement.data.format_example
+TEXT_FORMAT = format_example("{prompt}", "{response}")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-HEAD_FILE = "head.safetensors"  # refinement.backends.FrozenBackend
 
 
 class ExportMismatch(RuntimeError):
@@ -119,7 +120,7 @@ def load_round_classifier(round_dir: Path, cfg: RefineConfig):
         head = build_head(cfg.head, state[linear[0]].shape[1], bias=linear[-1].replace("weight", "bias") in state)
         head.load_state_dict(state)
         return load_head_into(model, head, head_module_names(model, cfg.head)), tokenizer
-    folder = round_dir / "model"
+    folder = round_dir / EXPORT_SUBDIR
     if (folder / "adapter_config.json").is_file():
         from peft import AutoPeftModelForSequenceClassification
 
@@ -223,9 +224,7 @@ def export_reward_model(run_dir: str | os.PathLike, output_dir: str | os.PathLik
     index = pick_round(summary, round, run)
     round_dir = run / f"round_{index:02d}"
     expected = round_logits(round_dir)
-    model, tokenizer = load_round_classifier(round_dir, cfg)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = load_round_classifier(round_dir, cfg)  # its tokenizer has a pad token (load_tokenizer)
     fields = reward_fields(summary, cfg, index, expected["train"], license)
     texts = run_corpus(cfg, run).texts
     with atomic_dir(target, replace=True) as staging:

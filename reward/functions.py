@@ -18,17 +18,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from refinement.io import distributed_state
+
 from .scoring import TRANSFORMS, RewardClassifier
 from .texts import reward_texts
 
 MODEL_ENV = "RLAIF_UU_REWARD_MODEL"
-
-
-def trainer_device():
-    """The device a TRL trainer in this process computes on."""
-    from accelerate import PartialState
-
-    return PartialState().device
 
 
 class HarmlessnessReward:
@@ -51,7 +46,7 @@ class HarmlessnessReward:
         if not path:
             raise ValueError(f"{self.__name__}: no reward model folder; pass model_path or set {MODEL_ENV}")
         if self._classifier is None or self._classifier.path != path:  # the variable may name another folder now
-            self._classifier = RewardClassifier(path, device=trainer_device(), batch_size=self.batch_size,
+            self._classifier = RewardClassifier(path, device=distributed_state().device, batch_size=self.batch_size,
                                                 max_length=self.max_length)
         return self._classifier
 

@@ -46,14 +46,14 @@ def ppo_dataset(prompts: Sequence, tokenizer: PreTrainedTokenizerBase) -> datase
 
 def load_native_reward_model(path: str | os.PathLike, policy_tokenizer: PreTrainedTokenizerBase):
     """The exported classifier itself as PPO's reward model; refuses one PPO cannot run on the policy's ids."""
+    if AutoTokenizer.from_pretrained(str(path)).get_vocab() != policy_tokenizer.get_vocab():  # before any weights
+        raise ValueError(f"{path}: its tokenizer's vocabulary differs from the policy's, so the policy's token ids "
+                         "mean other tokens to it; wrap it with PolicyTokenRewardModel instead")
     model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
     prefix = model.base_model_prefix
     if not isinstance(getattr(model, "score", None), nn.Module) or not hasattr(model, prefix):
         raise ValueError(f"{path}: {type(model).__name__} has no `.score` head on a `{prefix}` backbone, which PPO "
                          "calls directly; wrap it with PolicyTokenRewardModel instead")
-    if AutoTokenizer.from_pretrained(str(path)).get_vocab() != policy_tokenizer.get_vocab():
-        raise ValueError(f"{path}: its tokenizer's vocabulary differs from the policy's, so the policy's token ids "
-                         "mean other tokens to it; wrap it with PolicyTokenRewardModel instead")
     return model
 
 

@@ -89,14 +89,6 @@ class RewardClassifier:
         self.tokenizer.truncation_side = truncation_side or getattr(config, "reward_truncation_side", None) or "left"
         self.batch_size = batch_size
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device: str | torch.device) -> RewardClassifier:
-        self.model.to(device)
-        return self
-
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """g(x) for every text, in input order (length-sorted batches under inference mode)."""
         return predict_logits(self.model, list(texts), batch_size=self.batch_size, max_length=self.max_length,

@@ -11,7 +11,6 @@ Built once per session on disk (a few seconds) and shared by every module that i
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -51,7 +50,6 @@ def _build(base: Path, noisy_data: Path, make_config) -> SimpleNamespace:
         run_refinement(make_config(noisy_data, run, model_name_or_path=backbone, num_rounds=2, max_length=64))
         paths[f"run_{key}"] = str(run)
         paths[f"rm_{key}"] = str(export_reward_model(run, base / f"rm_{key}"))
-    (base / "paths.json").write_text(json.dumps(paths))
     return SimpleNamespace(**paths)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from test_reward_fixtures import SAFETY_PROMPTS, policy_tokenizer, ppo_trainer
+from transformers import AutoTokenizer
 
 from alignment.trl_api import ppo_get_reward
 from refinement.embedded import minilm_dir
@@ -62,8 +63,8 @@ def test_native_loader_accepts_the_policys_own_classifier_only(reward_models):
             assert native(input_ids=ids).logits[0, 0].item() == pytest.approx(score.item(), abs=1e-4)
     with pytest.raises(ValueError, match="vocabulary differs"):
         load_native_reward_model(reward_models.rm_other, tokenizer)
-    with pytest.raises(ValueError, match="no `.score` head"):
-        load_native_reward_model(minilm_dir(), tokenizer)
+    with pytest.raises(ValueError, match="no `.score` head"):  # a BERT head, with its own (matching) vocabulary
+        load_native_reward_model(minilm_dir(), AutoTokenizer.from_pretrained(minilm_dir()))
 
 
 def test_ppo_reward_model_picks_native_or_adapter(reward_models):
