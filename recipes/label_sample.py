@@ -48,7 +48,6 @@ from refinement.labeled_sample import (
     file_sha256,
     output_paths,
     read_answers,
-    read_labeled_sample,
     read_meta,
     summarize,
     write_answers,
@@ -223,8 +222,7 @@ def main(cfg: LabelSampleConfig, ask=input) -> dict:
     if ended != "done":
         print(f"\nstopped ({ended}); answers saved")
     skipped = sum(a.skipped for a in answers.values())
-    # The counts and pi_hat of the file as the priors will read it.
-    gold = read_labeled_sample(jsonl)[1] if len(answers) > skipped else np.zeros(0, dtype=np.int64)
+    gold = np.asarray([a.label for a in answers.values() if not a.skipped], dtype=np.int64)
     summary = summarize(gold, skipped, len(items))
     report(summary, jsonl, next_unanswered(answers, len(items)), width)
     return {**summary, "ended": ended, "path": str(jsonl)}

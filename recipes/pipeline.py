@@ -49,6 +49,7 @@ import safety_ppo  # noqa: E402
 
 from alignment.evaluate import compare_runs  # noqa: E402
 from alignment.trl_api import TrlParser  # noqa: E402
+from refinement.corpus import ANNOTATION_DIR  # noqa: E402
 from refinement.io import distributed_state, write_json, write_text  # noqa: E402
 
 logger = logging.getLogger("pipeline")
@@ -213,7 +214,7 @@ class Pipeline:
         rows = []
         for name, record in state.items():
             rows.append({"stage": name, "seconds": record["seconds"], "this_run": this_run.get(name, "-")})
-            annotation = self.refine_dir / "annotation" / "annotation_summary.json"
+            annotation = self.refine_dir / ANNOTATION_DIR / "annotation_summary.json"
             if name == "refine" and annotation.exists():
                 judged = json.loads(annotation.read_text()).get("seconds")
                 if judged is not None:
@@ -279,7 +280,7 @@ def selected_quality(summary: dict) -> dict:
 
 
 def annotator_quality(run_dir: Path) -> dict:
-    path = run_dir / "annotation" / "annotation_summary.json"
+    path = run_dir / ANNOTATION_DIR / "annotation_summary.json"
     if not path.exists():
         return {}
     return json.loads(path.read_text()).get("quality", {}).get("test", {})

@@ -12,6 +12,7 @@ from .config import RefineConfig
 from .data import DataError, format_example, load_rows, scores_to_pseudo_labels, split_by_prompt
 
 SPLITS = ("train", "val", "test")
+ANNOTATION_DIR = "annotation"  # of a run with an `annotator:` block: the judgements and annotated.jsonl
 
 
 @dataclass
@@ -97,7 +98,7 @@ def run_corpus(cfg: RefineConfig, run_dir: str | Path | None = None) -> Corpus:
     """The corpus a finished run trained on, read back (its annotation, for a run with an `annotator:` block)."""
     if cfg.annotator is None:
         return load_corpus(cfg)
-    return load_annotated_corpus(cfg, Path(run_dir or cfg.output_dir) / "annotation" / "annotated.jsonl")
+    return load_annotated_corpus(cfg, Path(run_dir or cfg.output_dir) / ANNOTATION_DIR / "annotated.jsonl")
 
 
 def corpus_from_parts(cfg: RefineConfig, parts: dict[str, datasets.Dataset], columns: list[str],

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataError
+from .data import DataError, format_example
 from .io import write_json, write_text
 from .priors import sample_labeled_indices
 
@@ -167,16 +167,23 @@ def read_answers(path: str | os.PathLike, meta: dict | None = None) -> list[Answ
     return answers
 
 
+def labelled_answers(path: str | os.PathLike) -> tuple[Path, list[Answer]]:
+    """(the answers file, its labelled answers in file order), checked against the meta file beside it when
+    present; skipped items are left out, and a file with no labelled item is an error (the priors need labels)."""
+    jsonl, meta_path = output_paths(path)
+    meta = read_meta(meta_path) if meta_path.is_file() else None
+    labelled = [a for a in read_answers(jsonl, meta) if not a.skipped]
+    if not labelled:
+        raise LabeledSampleError(f"{jsonl}: holds no labelled item (only skips, or empty)")
+    return jsonl, labelled
+
+
 def read_labeled_sample(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(source row indices, gold labels 1/0) of the labelled items of ``path``, ascending by index.
 
     The meta file beside it, when present, is checked too (each item the one its sample drew). Skipped items
     are left out; a file with no labelled item is an error (the priors need labels)."""
-    jsonl, meta_path = output_paths(path)
-    meta = read_meta(meta_path) if meta_path.is_file() else None
-    labelled = sorted((a for a in read_answers(jsonl, meta) if not a.skipped), key=lambda a: a.index)
-    if not labelled:
-        raise LabeledSampleError(f"{jsonl}: holds no labelled item (only skips, or empty)")
+    labelled = sorted(labelled_answers(path)[1], key=lambda a: a.index)
     return (np.asarray([a.index for a in labelled], dtype=np.int64),
             np.asarray([a.label for a in labelled], dtype=np.int64))
 
@@ -187,17 +194,12 @@ def labeled_positions(path: str | os.PathLike, train_texts: list[str]) -> tuple[
     abstentions. Equal texts (K samples of one prompt can coincide) take distinct positions. An item that is
     not in the training texts is an error naming its line: its label cannot be used, and the rest would no
     longer be the i.i.d. sample that was drawn."""
-    from .data import format_example
-
-    jsonl, meta_path = output_paths(path)
-    meta = read_meta(meta_path) if meta_path.is_file() else None
+    jsonl, answers = labelled_answers(path)
     free: dict[str, list[int]] = {}
     for position, text in enumerate(train_texts):
         free.setdefault(text, []).append(position)
     positions, labels = [], []
-    for answer in read_answers(jsonl, meta):
-        if answer.skipped:
-            continue
+    for answer in answers:
         left = free.get(format_example(answer.prompt, answer.response))
         if not left:
             raise LabeledSampleError(f"{jsonl}: item {answer.item + 1} (source row {answer.index}) is not in the "
@@ -205,8 +207,6 @@ def labeled_positions(path: str | os.PathLike, train_texts: list[str]) -> tuple[
                                      "abstention dropped it); label a sample of this run's training rows")
         positions.append(left.pop(0))
         labels.append(answer.label)
-    if not positions:
-        raise LabeledSampleError(f"{jsonl}: holds no labelled item (only skips, or empty)")
     order = np.argsort(positions)
     return np.asarray(positions, dtype=np.int64)[order], np.asarray(labels, dtype=np.int64)[order]
 

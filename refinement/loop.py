@@ -27,7 +27,7 @@ import numpy as np
 from . import priors as priors_lib
 from .backends import make_backend
 from .config import RefineConfig
-from .corpus import SPLITS, Corpus, annotate_run_rows, load_annotated_corpus, load_corpus
+from .corpus import ANNOTATION_DIR, SPLITS, Corpus, annotate_run_rows, run_corpus
 from .io import atomic_dir, distributed_state, shared_atomic_dir, wait_for_everyone, write_json
 from .labeled_sample import labeled_positions
 from .losses import risk_for
@@ -56,13 +56,11 @@ class Refinement:
         self.labeled_idx = self._labeled_sample()
 
     def _load_corpus(self) -> Corpus:
-        if self.cfg.annotator is None:
-            return load_corpus(self.cfg)
-        annotation_dir = self.out / "annotation"
-        if distributed_state().is_main_process:
-            annotate_run_rows(self.cfg, annotation_dir)
-        wait_for_everyone()
-        return load_annotated_corpus(self.cfg, annotation_dir / "annotated.jsonl")
+        if self.cfg.annotator is not None:  # the main process judges the pairs first (resumable)
+            if distributed_state().is_main_process:
+                annotate_run_rows(self.cfg, self.out / ANNOTATION_DIR)
+            wait_for_everyone()
+        return run_corpus(self.cfg, self.out)
 
     # ---- priors -------------------------------------------------------------------------------------------
     def _labeled_sample(self) -> np.ndarray | None:
