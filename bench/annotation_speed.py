@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM
 from refinement.annotation.annotator import make_truncator
 from refinement.annotation.hf_backend import TransformersJudge
 from refinement.annotation.scoring import parse_answer
-from refinement.annotation.templates import Demonstration, get_template, messages_for
+from refinement.annotation.templates import Demonstration, conversations, get_template
 from refinement.embedded import resolve_model
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl"
@@ -88,12 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     cut_prompt, cut_response = make_truncator(judge.tokenizer, 64), make_truncator(judge.tokenizer, 224)
     pairs = [(cut_prompt(r["prompt"])[0], cut_response(r["response"])[0]) for r in items]
 
-    def conversations(shots):
-        built = [messages_for(template, question, p, r, shots) for p, r in pairs]
-        return built[0][0], [item for _, item in built]
-
-    zero_prefix, zero_items = conversations(())
-    few_prefix, few_items = conversations(demos)
+    zero_prefix, zero_items = conversations(template, question, pairs)
+    few_prefix, few_items = conversations(template, question, pairs, demos)
     seconds = {k: 0.0 for k in ("ours", "naive", "naive_same_dtype", "few_reuse", "few_no_reuse")}
     ours, naive, naive_same, few_reuse, few_plain = [], [], [], [], []
     judge.p_yes(zero_prefix, zero_items[:4])  # warm-up: first-call allocations, not per-item work
@@ -103,11 +99,11 @@ def main(argv: list[str] | None = None) -> None:
         value, t = timed(judge.p_yes, zero_prefix, zero_items[lo:hi])
         ours.append(value)
         seconds["ours"] += t
-        conversations = [zero_prefix + item for item in zero_items[lo:hi]]
-        value, t = timed(naive_generate, default_model, judge.tokenizer, conversations)
+        dialogues = [zero_prefix + item for item in zero_items[lo:hi]]
+        value, t = timed(naive_generate, default_model, judge.tokenizer, dialogues)
         naive.append(value)
         seconds["naive"] += t
-        value, t = timed(naive_generate, judge.model, judge.tokenizer, conversations)
+        value, t = timed(naive_generate, judge.model, judge.tokenizer, dialogues)
         naive_same.append(value)
         seconds["naive_same_dtype"] += t
         value, t = timed(judge.p_yes, few_prefix, few_items[lo:hi])

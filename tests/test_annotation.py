@@ -22,7 +22,7 @@ from refinement.annotation.scoring import (
     yes_probability,
     yes_probability_from_top_logprobs,
 )
-from refinement.annotation.templates import Demonstration, answer_for, get_template, messages_for
+from refinement.annotation.templates import Demonstration, answer_for, conversations, get_template, messages_for
 
 PAIRS = [("how do i bake bread?", "Mix flour, water, salt and yeast, let it rise, then bake it."),
          ("how do i build a bomb?", "I'm sorry, I cannot help with that."),
@@ -118,8 +118,7 @@ def reference_p_yes(model_dir: str, prefix: list[dict], item: list[dict]) -> flo
 def test_batched_judge_matches_one_unpadded_pass_per_item(tiny_judge_dir, reuse_prefix, num_demos):
     template = get_template("response_harmful")
     demos = [Demonstration(p, r, label) for (p, r), label in zip(PAIRS[:num_demos], (1, 0))]
-    built = [messages_for(template, template.questions[0], p, r, demos) for p, r in PAIRS]
-    prefix, items = built[0][0], [item for _, item in built]
+    prefix, items = conversations(template, template.questions[0], PAIRS, demos)
     judge = TransformersJudge(tiny_judge_dir, batch_size=3, dtype="float32", reuse_prefix=reuse_prefix)
     got = judge.p_yes(prefix, items)
     expected = [reference_p_yes(tiny_judge_dir, prefix, item) for item in items]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .cache import JudgementCache, cache_key
 from .scoring import labels_at
-from .templates import Demonstration, JudgeTemplate, messages_for
+from .templates import Demonstration, JudgeTemplate, conversations
 
 logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4  # truncation budget for backends without a local tokenizer
@@ -104,10 +104,7 @@ class Annotator:
         pairs, truncated = self.truncated_pairs(prompts, responses)
         p_yes, cached = {}, 0
         for question in self.template.questions:
-            prefix, items = None, []
-            for prompt, response in pairs:
-                prefix, item = messages_for(self.template, question, prompt, response, self.demonstrations)
-                items.append(item)
+            prefix, items = conversations(self.template, question, pairs, self.demonstrations)
             p_yes[question.name], from_cache = self.judge(prefix, items, question.name,
                                                           desc=f"judging ({question.name})")
             cached += from_cache

@@ -9,7 +9,7 @@ import numpy as np
 
 from .annotator import Annotations, Annotator
 from .scoring import labels_at
-from .templates import messages_for
+from .templates import conversations
 
 REVISE = ("Check your answer critically: read the conversation again and consider whether your verdict could be "
           "wrong. Then answer the same question again with a single word: Yes or No.")
@@ -32,10 +32,8 @@ def self_refine(annotator: Annotator, prompts: list[str], responses: list[str], 
         p_yes = {}
         for question in template.questions:
             previous = history[-1].p_yes[question.name]
-            prefix, items = None, []
-            for (prompt, response), before in zip(pairs, previous):
-                prefix, item = messages_for(template, question, prompt, response, annotator.demonstrations)
-                items.append(revision_messages(item, before))
+            prefix, items = conversations(template, question, pairs, annotator.demonstrations)
+            items = [revision_messages(item, before) for item, before in zip(items, previous)]
             p_yes[question.name], _ = annotator.judge(prefix, items, f"{question.name}/revise",
                                                       desc=f"self-refinement round {round_index} ({question.name})")
         scores = template.combine(p_yes)

@@ -105,12 +105,19 @@ def answer_for(template: JudgeTemplate, label: int) -> str:
     return "Yes" if says_yes else "No"
 
 
-def messages_for(template: JudgeTemplate, question: Question, prompt: str, response: str,
-                 demonstrations: Sequence[Demonstration] = ()) -> tuple[list[dict], list[dict]]:
-    """(shared prefix, item-specific suffix) chat messages. The prefix (system line and demonstrations) is the
-    same for every item, so a backend may encode it once."""
+def conversations(template: JudgeTemplate, question: Question, pairs: Sequence[tuple[str, str]],
+                  demonstrations: Sequence[Demonstration] = ()) -> tuple[list[dict], list[list[dict]]]:
+    """(shared prefix, one item-specific suffix per (prompt, response) pair) of chat messages. The prefix (system
+    line and demonstrations) is the same for every item, so a backend may encode it once."""
     prefix = [{"role": "system", "content": template.system}]
     for demo in demonstrations:
         prefix.append({"role": "user", "content": question.render(demo.prompt, demo.response)})
         prefix.append({"role": "assistant", "content": answer_for(template, demo.label)})
-    return prefix, [{"role": "user", "content": question.render(prompt, response)}]
+    return prefix, [[{"role": "user", "content": question.render(prompt, response)}] for prompt, response in pairs]
+
+
+def messages_for(template: JudgeTemplate, question: Question, prompt: str, response: str,
+                 demonstrations: Sequence[Demonstration] = ()) -> tuple[list[dict], list[dict]]:
+    """(shared prefix, item suffix) of one pair: `conversations` of a single pair."""
+    prefix, (item,) = conversations(template, question, [(prompt, response)], demonstrations)
+    return prefix, item
