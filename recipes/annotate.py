@@ -24,7 +24,6 @@ from transformers import set_seed
 from alignment.trl_api import TrlParser
 from refinement.annotation import AnnotatorConfig, annotate_rows
 from refinement.config import DatasetArguments
-from refinement.data import load_rows
 
 
 @dataclass
@@ -37,9 +36,7 @@ def main(data: AnnotateDataConfig, annotator: AnnotatorConfig) -> dict:
     if not data.dataset_path or not data.output_dir:
         raise SystemExit("--dataset_path and --output_dir are required (in the YAML or on the command line)")
     set_seed(annotator.seed)
-    renames = {c: t for c, t in ((data.prompt_column, "prompt"), (data.response_column, "response")) if c != t}
-    rows = load_rows(data.dataset_path, column_map=renames, adapter=data.dataset_adapter, split=data.dataset_split,
-                     require=("prompt", "response"))
+    rows = data.load_pairs()
     if data.max_items and len(rows) > data.max_items:
         rows = rows.shuffle(seed=annotator.seed).select(range(data.max_items))
     path, summary = annotate_rows(rows, annotator, data.output_dir, source=data.dataset_path)

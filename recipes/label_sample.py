@@ -39,7 +39,7 @@ import numpy as np
 
 from alignment.trl_api import TrlParser
 from refinement.config import DatasetArguments
-from refinement.data import DataError, load_rows, split_by_prompt
+from refinement.data import DataError, split_by_prompt
 from refinement.labeled_sample import (
     Answer,
     LabeledSampleError,
@@ -87,9 +87,7 @@ def load_sample(cfg: LabelSampleConfig) -> tuple[list[Item], dict]:
     if cfg.num_items < 1:
         raise DataError(f"num_items={cfg.num_items}: must be at least 1")
     sha256 = file_sha256(cfg.dataset_path)
-    renames = {c: t for c, t in ((cfg.prompt_column, "prompt"), (cfg.response_column, "response")) if c != t}
-    rows = load_rows(cfg.dataset_path, column_map=renames, adapter=cfg.dataset_adapter, split=cfg.dataset_split,
-                     require=("prompt", "response"))
+    rows = cfg.load_pairs()
     rows = rows.add_column("_source_row", list(range(len(rows))))
     if cfg.split_column and cfg.split_column in rows.column_names:
         pool_name, pool = "train", split_by_prompt(rows, split_column=cfg.split_column)["train"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
+from .data import load_rows
 from .losses import LOSSES
 
 MODES = ("frozen", "lora", "qlora", "full")
@@ -20,6 +21,12 @@ class DatasetArguments:
     dataset_split: str = field(default="train", metadata={"help": "Split to read when dataset_path is a Hub name."})
     prompt_column: str = "prompt"
     response_column: str = "response"
+
+    def load_pairs(self):
+        """The rows with the prompt and response columns named `prompt` and `response` (both required)."""
+        renames = {c: t for c, t in ((self.prompt_column, "prompt"), (self.response_column, "response")) if c != t}
+        return load_rows(self.dataset_path, column_map=renames, adapter=self.dataset_adapter,
+                         split=self.dataset_split, require=("prompt", "response"))
 
 
 @dataclass
