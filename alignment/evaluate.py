@@ -33,6 +33,7 @@ from alignment.refusal import is_refusal
 from refinement.data import format_example
 from refinement.embedded import resolve_model
 from refinement.io import atomic_dir, distributed_state, save_figure, write_json, write_text
+from reward.ppo import encode_prompt
 from reward.scoring import RewardClassifier
 
 HEADLINE = (  # (label, group, metric): the rows of every table and the panels of every plot
@@ -76,13 +77,12 @@ def load_policy(name_or_path: str) -> tuple[torch.nn.Module, PreTrainedTokenizer
 
 
 def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids of `prompt` as one user turn under the tokenizer's chat template, ready for the reply."""
+    """Token ids of `prompt` as one user turn under the tokenizer's chat template, ready for the reply: the ids
+    PPO's queries are encoded to (reward.ppo.encode_prompt)."""
     if not tokenizer.chat_template:
         raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat_template; the evaluation "
                          "prompts a chat policy")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return encode_prompt([{"role": "user", "content": prompt}], tokenizer)
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> set[int]:
