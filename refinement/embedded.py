@@ -22,10 +22,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("RLAIF_UU_CACHE", Path.home() / ".cache" / "rlaif_uu"))
 
 
+class MissingPackageError(ModuleNotFoundError):
+    """An embedded model's package is not installed; the message says how to install it."""
+
+
 def _package_dir(package: str, install_hint: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"embedded model package {package!r} is not installed: {install_hint}")
+        raise MissingPackageError(f"embedded model package {package!r} is not installed: {install_hint}")
     return Path(spec.submodule_search_locations[0])
 
 
