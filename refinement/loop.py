@@ -26,6 +26,7 @@ import numpy as np
 
 from . import priors as priors_lib
 from .backends import make_backend
+from .cli import UsageError
 from .config import RefineConfig
 from .corpus import ANNOTATION_DIR, SPLITS, Corpus, annotate_run_rows, run_corpus
 from .io import atomic_dir, distributed_state, shared_atomic_dir, wait_for_everyone, write_json
@@ -47,7 +48,7 @@ class Refinement:
 
     def __init__(self, cfg: RefineConfig):
         if cfg.mode == "frozen" and distributed_state().num_processes > 1:
-            raise ValueError(f"frozen mode runs in one process; launch with --num_processes 1 (this launch has "
+            raise UsageError(f"frozen mode runs in one process; launch with --num_processes 1 (this launch has "
                              f"{distributed_state().num_processes})")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
@@ -69,11 +70,11 @@ class Refinement:
             return idx
         if self.cfg.num_labeled == 0:
             if self.corpus.gold is None:
-                raise ValueError(f"{self.corpus.source}: num_labeled=0 asks for oracle priors, which need a gold "
+                raise UsageError(f"{self.corpus.source}: num_labeled=0 asks for oracle priors, which need a gold "
                                  f"'{self.cfg.label_column}' column")
             return None
         if self.corpus.gold is None:
-            raise ValueError(f"{self.corpus.source}: few-labeled priors need gold labels for the sampled items; "
+            raise UsageError(f"{self.corpus.source}: few-labeled priors need gold labels for the sampled items; "
                              f"the data has no '{self.cfg.label_column}' column")
         idx = priors_lib.sample_labeled_indices(self.corpus.size("train"), self.cfg.num_labeled, self.cfg.seed)
         self.labeled_gold = self.corpus.gold["train"][idx]
@@ -184,7 +185,7 @@ class Refinement:
             changed = sorted(k for k in set(saved) | set(current)
                              if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current.get(k))
             if changed:
-                raise ValueError(f"{self.out} holds a run with another config ({', '.join(changed)} differ); "
+                raise UsageError(f"{self.out} holds a run with another config ({', '.join(changed)} differ); "
                                  "use a new output_dir or the same config to resume it")
         wait_for_everyone()  # every rank has compared before the main process replaces config.json
         if not distributed_state().is_main_process:

@@ -1,0 +1,169 @@
+"""What every recipe shares at the command line: offline defaults, dataclass-field helpers, one-line errors for
+mistakes the user can fix, and a quiet console with the full log in a file.
+
+A recipe ends with::
+
+    if __name__ == "__main__":
+        run_recipe(main, make_parser().parse_args_and_config, log_file=lambda args: Path(args.output_dir) / "run.log")
+
+An expected error (bad data, a bad or clashing setting, priors the labels cannot support, a missing embedded-model
+package) prints ``error: <what is wrong and how to fix it>`` and exits with status 2; `--debug` or RLAIF_DEBUG=1
+shows its traceback instead. Any other exception keeps its traceback: it is a bug to report.
+
+Under ``accelerate launch`` the recipe runs as a child process: accelerate exits with 1 whatever the child's status
+and, unless launched with ``-q``/``--quiet``, follows the child's ``error:`` line with its own CalledProcessError
+traceback. ``accelerate launch -q ...`` leaves the one line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import field
+from pathlib import Path
+
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
+DEBUG_ENV = "RLAIF_DEBUG"
+DEBUG_FLAG = "--debug"
+EXIT_USAGE = 2
+UNSET = ("", "none", "null")
+PROJECT_LOGGERS = ("refinement", "reward", "alignment", "__main__")
+# Library messages that say nothing to the user of a recipe; they still go to the log file.
+NOISE = (
+    re.compile(r"The used dataset had no length, returning gathered tensors"),
+    re.compile(r"You are importing from 'trl\.experimental'"),
+    re.compile(r"Setting ds_accelerator to"),
+)
+
+
+class UsageError(ValueError):
+    """A mistake the user fixes from the message alone: a bad or clashing setting, a missing input."""
+
+
+def set_offline_defaults() -> None:
+    """Recipes run with the Hub off unless the caller set these variables (HF_HUB_OFFLINE=0 ... turns it on),
+    and without TRL's notice about its experimental PPO, which the toolkit pins on purpose."""
+    for name in OFFLINE_VARS:
+        os.environ.setdefault(name, "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def option(default, text: str, **kwargs):
+    """A dataclass field with command-line help text."""
+    return field(default=default, metadata={"help": text}, **kwargs)
+
+
+def unset(value) -> bool:
+    """True for None and for what a command line or YAML writes for None: "", "none", "null" (any case)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in UNSET)
+
+
+def clear_unset(config, names: Sequence[str]) -> None:
+    """Set each named string field that spells None ("none", "", ...) to None: argparse cannot write None."""
+    for name in names:
+        if unset(getattr(config, name)):
+            setattr(config, name, None)
+
+
+def fmt(value, digits: int = 3) -> str:
+    """A number for a report table; "-" when it is missing."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception types whose message is the whole story for the user."""
+    from .data import DataError
+    from .embedded import MissingPackageError
+    from .losses import MissingPseudoClassError
+    from .priors import PriorError
+
+    return DataError, PriorError, MissingPseudoClassError, MissingPackageError, UsageError
+
+
+def error_line(err: BaseException | str) -> str:
+    """``error: <message>`` on one line (a multi-line message is joined with " | ")."""
+    text = err if isinstance(err, str) else str(err) or type(err).__name__
+    return "error: " + " | ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def debug_requested(argv: list[str]) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def run_recipe(main: Callable, parse: Callable[[list[str]], tuple], *,
+               log_file: Callable[[object], str | Path | None] | None = None,
+               argv: Sequence[str] | None = None):
+    """Parse the command line, set up the console and log file, run ``main(*parsed)``; an expected error ends the
+    process with one ``error:`` line and status 2. ``log_file(first parsed dataclass)`` names the full log."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
+    try:
+        try:
+            parsed = parse(argv)
+        except (ValueError, OSError) as err:  # the YAML and the flags are the user's input, all of it
+            raise UsageError(f"{err} (check the --config file and the flags)" if isinstance(err, OSError)
+                             else str(err)) from err
+        path = log_file(parsed[0]) if log_file else None
+        configure_logging(Path(path) if path else None, verbose=debug)
+        return main(*parsed)
+    except SystemExit as stop:
+        if debug or not isinstance(stop.code, str):
+            raise
+        _exit_with(stop.code)
+    except expected_errors() as err:
+        if debug:
+            raise
+        _exit_with(err)
+
+
+def _exit_with(err: BaseException | str):
+    if os.environ.get("RANK", "0") == "0":  # every rank meets the same bad input: one line, from the main one
+        print(error_line(err), file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_USAGE)
+
+
+# ---------------------------------------------------------------------------------------------------- logging
+
+
+class ConsoleFilter(logging.Filter):
+    """The console gets the project's INFO lines, other libraries' warnings and errors, and no known noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = record.name.split(".")[0] in PROJECT_LOGGERS
+        if record.levelno < (logging.INFO if ours else logging.WARNING):
+            return False
+        message = record.getMessage()
+        return not any(pattern.search(message) for pattern in NOISE)
+
+
+def configure_logging(log_file: Path | None = None, verbose: bool = False) -> None:
+    """Console: the stages, warnings that matter and errors (everything when ``verbose``). ``log_file``, when given:
+    every INFO line of every library, appended. Library loggers that keep their own handlers (transformers,
+    datasets) are routed here, and Python warnings become log records (so a real warning still shows)."""
+    import datasets
+    import transformers
+
+    for library in (transformers.utils.logging, datasets.utils.logging):
+        library.disable_default_handler()
+        library.enable_propagation()
+        library.set_verbosity_info()
+    datasets.disable_progress_bars()  # a bar per map() call: the recipes' own long loops keep theirs
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        console.addFilter(ConsoleFilter())
+    root.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        logging.getLogger(__name__).debug("log file %s", log_file)
