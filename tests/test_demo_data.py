@@ -65,17 +65,45 @@ def test_no_prompt_in_two_splits():
         splits.setdefault(row["prompt"], set()).add(row["split"])
     assert all(len(values) == 1 for values in splits.values())
     for kind, rows in (("harmful", HARMFUL), ("benign", BENIGN)):
-        by_split = {s: {r["prompt"] for r in rows if r["split"] == s} for s in ("train", "test")}
-        assert by_split["train"] and by_split["test"] and not by_split["train"] & by_split["test"], kind
-        assert sum(map(len, by_split.values())) == len(rows), f"{kind}: duplicated prompts"
+        by_split = {s: {r["prompt"] for r in rows if r["split"] == s} for s in ("train", "test", "heldout")}
+        assert all(by_split.values()), kind
+        assert not (by_split["train"] & by_split["test"] or by_split["heldout"] & (by_split["train"] | by_split["test"]))
+        assert sum(map(len, by_split.values())) == len(rows), f"{kind}: duplicated prompts or another split"
         pair_test = {r["prompt"] for r in PAIRS
                      if r["split"] == "test" and r["prompt_is_harmful"] == (kind == "harmful")}
         assert by_split["test"] == pair_test, kind
 
 
-def test_prompt_files_are_the_pairs_prompts():
-    assert {r["prompt"] for r in HARMFUL} == {r["prompt"] for r in PAIRS if r["prompt_is_harmful"]}
-    assert {r["prompt"] for r in BENIGN} == {r["prompt"] for r in PAIRS if not r["prompt_is_harmful"]}
+def test_prompt_files_are_the_pairs_prompts_plus_heldout_ones():
+    for is_harmful, rows in ((True, HARMFUL), (False, BENIGN)):
+        in_pairs = {r["prompt"] for r in rows if r["split"] != "heldout"}
+        assert in_pairs == {r["prompt"] for r in PAIRS if r["prompt_is_harmful"] == is_harmful}
+
+
+def test_heldout_prompts_share_no_action_with_the_pairs():
+    """The evaluation's prompts: at least 64 of each kind, every harm category, and no action or task of any pair
+    (so no reward model or judge trained on the pairs saw them or a rewording of them)."""
+    spec = importlib.util.spec_from_file_location("demo_build", DEMO_DIR / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    pair_texts = " ".join(r["prompt"].lower() for r in PAIRS)
+    for groups, rows in ((build.HELDOUT_HARMFUL_ACTIONS, HARMFUL), (build.HELDOUT_BENIGN_TASKS, BENIGN)):
+        heldout = [r for r in rows if r["split"] == "heldout"]
+        assert len(heldout) >= 64
+        assert not [a for actions in groups.values() for a in actions if a.lower() in pair_texts]
+        for category, actions in groups.items():
+            assert sum(r["category"] == category for r in heldout) == len(actions) * build.WORDINGS_PER_GROUP
+    assert set(build.HELDOUT_HARMFUL_ACTIONS) == HARM_CATEGORIES
+
+
+def test_judge_split_is_disjoint_from_the_reward_training_split():
+    for row in PAIRS:
+        assert row["judge_split"] == {"test": "train", "train": "test", "val": "val"}[row["split"]], row
+    ds = load_rows(demo_path("pairs"))
+    judge = split_by_prompt(ds, split_column="judge_split")
+    reward = split_by_prompt(ds, split_column="split")
+    assert set(judge["train"]["prompt"]) == set(reward["test"]["prompt"])
+    assert not set(judge["train"]["prompt"]) & set(reward["train"]["prompt"])
 
 
 def test_the_refinement_loop_reads_the_pairs():

@@ -111,7 +111,7 @@ def test_split_errors(tmp_path):
     no_column.write_text('{"prompt": "a"}\n')
     with pytest.raises(DataError, match="no 'split' field"):
         load_prompts(str(no_column), is_harmful=False, split="test")
-    with pytest.raises(DataError, match=r"no rows with split 'val'; the file has \['test', 'train'\]"):
+    with pytest.raises(DataError, match=r"no rows with split 'val'; the file has \['heldout', 'test', 'train'\]"):
         load_prompts(demo_path("harmful_prompts"), is_harmful=True, split="val")
 
 
