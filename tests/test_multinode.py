@@ -1,14 +1,24 @@
-"""Multi-node launches: the multi-node accelerate configs and recipes/launch.slurm under a faked SLURM allocation."""
+"""Multi-node launches: the multi-node accelerate configs, recipes/launch.slurm under a faked SLURM allocation, and
+real two-"machine" runs on localhost (two `accelerate launch --num_machines 2 --machine_rank 0/1` invocations, a
+static rendezvous on 127.0.0.1, gloo) of a LoRA refinement round and of GRPO steps."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import OFFLINE_ENV, REPO, write_jsonl
+from test_distributed import SIZES, free_port, tiny_rows
+from test_safety_rl import GRPO_STEPS, run_args
+from tiny_models import build_tiny_llama
+
+pytest_plugins = ["test_reward_fixtures"]  # the shared tiny reward models (fixture reward_models)
 
 LAUNCH = REPO / "recipes" / "launch.slurm"
 ACCELERATE_DIR = REPO / "recipes" / "accelerate"
@@ -92,3 +102,86 @@ def test_dry_run_outside_an_allocation_fails_with_one_line(tmp_path, unset, mess
     env.pop(unset)
     done = run_launch(["recipes/accelerate/multi_node_ddp.yaml", "recipes/refine_classifier.py"], env)
     assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------- two machines
+
+
+def launch_two_machines(tmp_path: Path, recipe: str, args: list[str]) -> list[subprocess.CompletedProcess]:
+    """RECIPE under two launchers, machine ranks 0 and 1, one process each, joined through 127.0.0.1 (gloo).
+
+    Each launcher runs from its own empty folder with its own TMPDIR (returned empty when nothing was written
+    there); the recipe runs through tests/rank_fingerprint.py, which prints what each rank ended with."""
+    port = str(free_port())
+    launchers = []
+    for rank in (0, 1):
+        home = tmp_path / f"machine{rank}"
+        (home / "tmp").mkdir(parents=True)
+        command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_machines", "2",
+                   "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                   "--main_process_port", port, "--rdzv_backend", "static", "--same_network",
+                   "--mixed_precision", "no", "--dynamo_backend", "no",
+                   str(REPO / "tests" / "rank_fingerprint.py"), str(REPO / "recipes" / recipe), *args]
+        env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
+               "TMPDIR": str(home / "tmp")}
+        launchers.append(subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    results = []
+    for rank, launcher in enumerate(launchers):
+        try:
+            stdout, stderr = launcher.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for other in launchers:
+                other.kill()
+            raise
+        results.append(subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr))
+    return results
+
+
+def assert_same_result_and_one_writer(tmp_path: Path, results: list[subprocess.CompletedProcess]) -> None:
+    """Both launchers exit 0, each rank prints its fingerprint once, the fingerprints agree, and neither
+    machine's own folder received a file from the recipe (the run folder is checked by the caller; torchrun's own
+    per-launch folders under TMPDIR, torchelastic_*, are the launcher's, not the recipe's)."""
+    fingerprints = []
+    for rank, done in enumerate(results):
+        assert done.returncode == 0, (rank, done.stdout[-2000:], done.stderr[-6000:])
+        found = re.findall(r"^rank (\d) fingerprint ([0-9a-f]{64})$", done.stdout, re.MULTILINE)
+        assert [r for r, _ in found] == [str(rank)], done.stdout[-2000:]
+        fingerprints.append(found[0][1])
+    assert fingerprints[0] == fingerprints[1]
+    for rank in (0, 1):
+        home = tmp_path / f"machine{rank}"
+        written = [str(p) for p in home.rglob("*") if p.is_file()
+                   and not any(part.startswith("torchelastic_") for part in p.relative_to(home).parts)]
+        assert not written, written
+
+
+@pytest.mark.slow
+def test_two_machine_lora_refinement_round(tmp_path):
+    tiny = build_tiny_llama(tmp_path / "tiny")
+    data = write_jsonl(tmp_path / "data.jsonl", tiny_rows())
+    out = tmp_path / "run"
+    results = launch_two_machines(tmp_path, "refine_classifier.py", [
+        "--dataset_path", str(data), "--output_dir", str(out), "--model_name_or_path", tiny, "--mode", "lora",
+        "--num_rounds", "1", "--num_labeled", "0", "--per_device_train_batch_size", "8", "--num_train_epochs", "1",
+        "--max_length", "64", "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "5e-3"])
+    assert_same_result_and_one_writer(tmp_path, results)
+    assert results[0].stdout.count("selected round") == 1 and "selected round" not in results[1].stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.json", "model", "report.md", "round_00", "round_01", "rounds.png", "summary.json"], names
+    relabels = [json.loads(line) for line in (out / "round_01" / "relabels.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["index"]) for r in relabels] == [(s, i) for s, n in SIZES.items() for i in range(n)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1] and summary["selected_round"] == 1
+
+
+@pytest.mark.slow
+def test_two_machine_grpo_steps(reward_models, tmp_path):
+    out = tmp_path / "grpo"
+    results = launch_two_machines(tmp_path, "safety_grpo.py", [
+        *run_args(reward_models.policy, reward_models.rm_native, out, *GRPO_STEPS), "--evaluate", "false"])
+    assert_same_result_and_one_writer(tmp_path, results)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["accelerate"]["num_processes"] == 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter", "config.json", "log_history.json", "model", "prompts.jsonl", "summary.json"]
