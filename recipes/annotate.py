@@ -11,13 +11,11 @@ refinement config instead (recipes/configs/refine/cpu_annotate_smollm2.yaml).
 """
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from dataclasses import dataclass, field
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import run_log, run_recipe, start_recipe
+
+start_recipe()  # before any Hugging Face library is imported
 
 from transformers import set_seed
 
@@ -53,5 +51,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    main(*make_parser().parse_args_and_config())
+    run_recipe(main, make_parser().parse_args_and_config, log_file=run_log)

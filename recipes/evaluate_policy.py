@@ -12,15 +12,12 @@ alignment.evaluate.compare_runs.
 """
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
-# Offline by default, as the other recipes: HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 to
-# load Hub model ids and dataset names.
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import log_beside, run_recipe, start_recipe
+
+start_recipe()  # before any Hugging Face library is imported
 
 from alignment.evaluate import HEADLINE, SamplingConfig, evaluate_policy
 from alignment.prompts import load_xstest, prompt_set, sample_prompts
@@ -89,5 +86,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    main(*make_parser().parse_args_and_config())
+    run_recipe(main, make_parser().parse_args_and_config, log_file=log_beside)

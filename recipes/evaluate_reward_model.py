@@ -9,14 +9,13 @@ None (or "") to skip that set. Writes <output_dir>/results.json and results.md (
 """
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import run_log, run_recipe, start_recipe
+
+start_recipe()  # before any Hugging Face library is imported
 
 from alignment.trl_api import TrlParser
 from refinement.io import write_json, write_text
@@ -89,6 +88,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    (config,) = make_parser().parse_args_and_config()
-    main(config)
+    run_recipe(main, make_parser().parse_args_and_config, log_file=run_log)

@@ -10,13 +10,11 @@ logits (reward.export). The Hub token comes from HF_TOKEN or `hf auth login` and
 """
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from dataclasses import dataclass, field
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import log_beside, run_recipe, start_recipe
+
+start_recipe()  # before any Hugging Face library is imported
 
 from alignment.trl_api import TrlParser
 from reward.export import export_reward_model
@@ -64,6 +62,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    (config,) = make_parser().parse_args_and_config()
-    main(config)
+    run_recipe(main, make_parser().parse_args_and_config, log_file=log_beside)

@@ -37,14 +37,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import run_log, run_recipe, start_recipe
+
+start_recipe()  # before any Hugging Face library is imported
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stage recipes are scripts beside this one
 
@@ -393,6 +393,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    (config,) = make_parser().parse_args_and_config()
-    main(config)
+    run_recipe(main, make_parser().parse_args_and_config, log_file=run_log)

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import run_recipe, start_recipe
+
+start_recipe()  # before any Hugging Face library is imported
 
 import datasets
 import numpy as np
@@ -231,8 +232,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    (config,) = make_parser().parse_args_and_config()
-    try:
-        main(config)
-    except DataError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    run_recipe(main, make_parser().parse_args_and_config)

@@ -8,14 +8,11 @@ them, and unknown keys fail. Rerun with the same output_dir to resume a killed r
 """
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
-# Offline by default: the embedded models and local files need no Hub. With Hub access, run with
-# HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 to load Hub model ids and dataset names.
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import run_log, run_recipe, start_recipe
+
+start_recipe()  # before any Hugging Face library is imported
 
 from transformers import set_seed
 
@@ -44,6 +41,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    (config,) = make_parser().parse_args_and_config()
-    main(config)
+    run_recipe(main, make_parser().parse_args_and_config, log_file=run_log)

@@ -4,7 +4,7 @@ mistakes the user can fix, and a quiet console with the full log in a file.
 A recipe ends with::
 
     if __name__ == "__main__":
-        run_recipe(main, make_parser().parse_args_and_config, log_file=lambda args: Path(args.output_dir) / "run.log")
+        run_recipe(main, make_parser().parse_args_and_config, log_file=run_log)
 
 An expected error (bad data, a bad or clashing setting, priors the labels cannot support, a missing embedded-model
 package) prints ``error: <what is wrong and how to fix it>`` and exits with status 2; `--debug` or RLAIF_DEBUG=1
@@ -32,22 +32,30 @@ UNSET = ("", "none", "null")
 PROJECT_LOGGERS = ("refinement", "reward", "alignment", "__main__")
 # Library messages that say nothing to the user of a recipe; they still go to the log file.
 NOISE = (
-    re.compile(r"The used dataset had no length, returning gathered tensors"),
-    re.compile(r"You are importing from 'trl\.experimental'"),
-    re.compile(r"Setting ds_accelerator to"),
+    re.compile(r"The used dataset had no length, returning gathered tensors"),  # accelerate, once per batch
+    re.compile(r"You are importing from 'trl\.experimental'"),  # PPO is pinned there on purpose
+    re.compile(r"Failed to load CPU gemm_4bit_forward"),  # bitsandbytes on a CPU without the `kernels` package
 )
+# transformers' load report of a classifier built on a causal LM: the fresh `score` head the code asked for.
+_REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*([A-Z]+)\s*\|", re.MULTILINE)
 
 
 class UsageError(ValueError):
     """A mistake the user fixes from the message alone: a bad or clashing setting, a missing input."""
 
 
-def set_offline_defaults() -> None:
-    """Recipes run with the Hub off unless the caller set these variables (HF_HUB_OFFLINE=0 ... turns it on),
-    and without TRL's notice about its experimental PPO, which the toolkit pins on purpose."""
+def start_recipe() -> None:
+    """Call first in a recipe, before any Hugging Face library is imported (they read these variables on import):
+    the Hub is off unless the caller set HF_HUB_OFFLINE=0 ..., TRL's notice about its experimental PPO (pinned on
+    purpose) is off, and the console is quiet from the first import on."""
     for name in OFFLINE_VARS:
         os.environ.setdefault(name, "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    root = logging.getLogger()
+    if not any(isinstance(h, ConsoleHandler) for h in root.handlers):
+        root.addHandler(ConsoleHandler())
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
 
 
 def option(default, text: str, **kwargs):
@@ -70,6 +78,16 @@ def clear_unset(config, names: Sequence[str]) -> None:
 def fmt(value, digits: int = 3) -> str:
     """A number for a report table; "-" when it is missing."""
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def run_log(args) -> Path | None:
+    """<output_dir>/run.log: the full log of a recipe that adds to its output folder."""
+    return Path(args.output_dir) / "run.log" if getattr(args, "output_dir", None) else None
+
+
+def log_beside(args) -> Path | None:
+    """<output_dir>.log: the full log of a recipe that replaces its output folder as a whole."""
+    return Path(f"{Path(args.output_dir)}.log") if getattr(args, "output_dir", None) else None
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -128,42 +146,68 @@ def _exit_with(err: BaseException | str):
 # ---------------------------------------------------------------------------------------------------- logging
 
 
+def fresh_head_report(message: str) -> bool:
+    """True for a transformers LOAD REPORT whose only finding is a MISSING `score` head (newly initialised)."""
+    if "LOAD REPORT" not in message:
+        return False
+    rows = [(key, status) for key, status in _REPORT_ROW.findall(message) if key != "Key"]
+    return bool(rows) and all(key.startswith("score.") and status == "MISSING" for key, status in rows)
+
+
 class ConsoleFilter(logging.Filter):
-    """The console gets the project's INFO lines, other libraries' warnings and errors, and no known noise."""
+    """The console gets the project's INFO lines, other libraries' warnings and errors, and no known noise. A record
+    logged with ``extra={"file_only": True}`` goes to the log file only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         ours = record.name.split(".")[0] in PROJECT_LOGGERS
-        if record.levelno < (logging.INFO if ours else logging.WARNING):
+        if getattr(record, "file_only", False) or record.levelno < (logging.INFO if ours else logging.WARNING):
             return False
         message = record.getMessage()
-        return not any(pattern.search(message) for pattern in NOISE)
+        return not (any(pattern.search(message) for pattern in NOISE) or fresh_head_report(message))
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """stderr through ConsoleFilter."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.addFilter(ConsoleFilter())
 
 
 def configure_logging(log_file: Path | None = None, verbose: bool = False) -> None:
-    """Console: the stages, warnings that matter and errors (everything when ``verbose``). ``log_file``, when given:
-    every INFO line of every library, appended. Library loggers that keep their own handlers (transformers,
-    datasets) are routed here, and Python warnings become log records (so a real warning still shows)."""
+    """Console: the stages, the recipes' own progress bars, warnings that matter and errors (everything when
+    ``verbose``). ``log_file``, when given: every INFO record of every library, appended. Library loggers that keep
+    their own handlers (transformers, datasets) are routed here, the libraries' per-file progress bars are off, and
+    Python warnings become log records, so a real warning still shows."""
     import datasets
+    import huggingface_hub
+    import torch
     import transformers
 
-    for library in (transformers.utils.logging, datasets.utils.logging):
-        library.disable_default_handler()
-        library.enable_propagation()
-        library.set_verbosity_info()
-    datasets.disable_progress_bars()  # a bar per map() call: the recipes' own long loops keep theirs
-    logging.captureWarnings(True)
+    start_recipe()
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+    transformers.utils.logging.set_verbosity_info()
+    datasets_logger = logging.getLogger("datasets")
+    for handler in list(datasets_logger.handlers):
+        datasets_logger.removeHandler(handler)
+    datasets_logger.propagate = True
+    datasets.utils.logging.set_verbosity_info()
+    if not verbose:
+        datasets.disable_progress_bars()  # one bar per map() or file read
+        transformers.utils.logging.disable_progress_bar()  # one per checkpoint load or save
+        huggingface_hub.utils.disable_progress_bars()
+    if not torch.accelerator.is_available():  # DeepSpeed would warn that it found no GPU, on every CPU run
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     root = logging.getLogger()
     for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.setLevel(logging.INFO)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    if not verbose:
-        console.addFilter(ConsoleFilter())
-    root.addHandler(console)
+        if isinstance(handler, ConsoleHandler) and verbose:
+            handler.filters.clear()
+        elif not isinstance(handler, ConsoleHandler):
+            root.removeHandler(handler)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-        logging.getLogger(__name__).debug("log file %s", log_file)
