@@ -2,17 +2,28 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from .cli import unset
 from .config import RefineConfig
-from .data import DataError, format_example, load_rows, scores_to_pseudo_labels, split_by_prompt
+from .data import (
+    DataError,
+    format_example,
+    load_rows,
+    read_table,
+    schema_rows,
+    scores_to_pseudo_labels,
+    split_by_prompt,
+)
 
 SPLITS = ("train", "val", "test")
 ANNOTATION_DIR = "annotation"  # of a run with an `annotator:` block: the judgements and annotated.jsonl
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,31 +38,68 @@ class Corpus:
         return len(self.texts[split])
 
 
-def column_map(cfg: RefineConfig, columns: list[str]) -> dict[str, str]:
-    """Renames from the user's column names to the row schema. The prompt and a named score column must exist
-    (load_rows names them when missing); response, label and pseudo-label columns are optional. A pseudo-label
-    column that is the gold column (gold-supervised training) is not renamed: the gold labels are copied."""
-    pseudo = cfg.pseudo_label_column if cfg.pseudo_label_column != cfg.label_column else None
-    pairs = ((cfg.prompt_column, "prompt"), (cfg.response_column, "response"), (cfg.label_column, "label"),
-             (pseudo, "pseudo_label"), (cfg.score_column, "pseudo_score"))
-    return {source: target for source, target in pairs
-            if source and source != target and (source in columns or target in ("prompt", "pseudo_score"))}
+def round_zero_columns(cfg: RefineConfig, columns: list[str], source: str) -> tuple[str | None, str | None]:
+    """(score column, pseudo-label column) of the data that give the round-0 labels, by one precedence:
+
+    1. ``score_column`` when the data has it (the command line's value overrides the YAML's, as for every field),
+       thresholded at ``score_threshold`` or the ``score_quantile`` of the training split;
+    2. else ``pseudo_label_column`` when the data has it (the gold column itself for gold-supervised training);
+       a named score column the data lacks is then reported in the log, so a file that brings its own
+       ``pseudo_label`` works with any shipped config;
+    3. else an error naming the missing column, the columns the data has, and the flags that fix it.
+
+    ``--score_column none`` skips step 1."""
+    named = None if unset(cfg.score_column) else cfg.score_column
+    score = named if named in columns else None
+    if score is not None:
+        if cfg.score_threshold is None and cfg.score_quantile is None:
+            raise DataError(f"{source}: score_column {score!r} needs a threshold: pass --score_threshold t or "
+                            "--score_quantile q (0.5: the median of the training split)")
+        return score, None
+    pseudo = cfg.pseudo_label_column if cfg.pseudo_label_column in columns else None
+    if pseudo is None:
+        raise DataError(f"{source}: no round-0 labels: " + _missing_labels(cfg, columns))
+    if named:
+        logger.info("%s has no column %r (score_column); round-0 labels: its %r column", source, named, pseudo)
+    return None, pseudo
 
 
-def load_schema_rows(cfg: RefineConfig) -> datasets.Dataset:
-    """The run's dataset in the row schema (prompt, response, label, pseudo_label, pseudo_score, ...)."""
-    raw = load_rows(cfg.dataset_path, adapter=cfg.dataset_adapter, split=cfg.dataset_split, require=())
-    mapping = column_map(cfg, raw.column_names)
-    if mapping:
-        rows = load_rows(cfg.dataset_path, column_map=mapping, adapter=cfg.dataset_adapter,
-                         split=cfg.dataset_split, require=("prompt", "response"))
-    elif "prompt" not in raw.column_names:
-        raise DataError(f"{cfg.dataset_path}: no '{cfg.prompt_column}' column (available: "
-                        + ", ".join(raw.column_names) + "); name the prompt column with --prompt_column")
-    else:
-        rows = raw
-    if not isinstance(rows, datasets.Dataset):
-        raise DataError(f"{cfg.dataset_path}: expected one table of rows")
+def _missing_labels(cfg: RefineConfig, columns: list[str]) -> str:
+    named = None if unset(cfg.score_column) else cfg.score_column
+    wanted = [f"'{c}' ({name})" for c, name in ((named, "score_column"),
+                                               (cfg.pseudo_label_column, "pseudo_label_column")) if c]
+    return (f"the data has no {' and no '.join(wanted) or 'score or pseudo-label'} column; it has "
+            f"{', '.join(columns)}: pass --score_column <column> with --score_quantile 0.5 (or --score_threshold), "
+            "add a pseudo_label column, or judge the pairs with an annotator: block")
+
+
+def column_map(cfg: RefineConfig, columns: list[str], source: str, labels: bool = True) -> dict[str, str]:
+    """Renames from the user's column names to the row schema: prompt, response and label (when present) and, with
+    ``labels``, the round-0 column chosen by :func:`round_zero_columns` (as pseudo_score or pseudo_label). A
+    pseudo-label column that is the gold column is not renamed: the gold labels are copied."""
+    pairs = [(cfg.prompt_column, "prompt"), (cfg.response_column, "response"), (cfg.label_column, "label")]
+    if labels:
+        score, pseudo = round_zero_columns(cfg, columns, source)
+        pairs += [(score, "pseudo_score"), (pseudo if pseudo != cfg.label_column else None, "pseudo_label")]
+    return {name: target for name, target in pairs if name and name != target and name in columns}
+
+
+def read_rows(cfg: RefineConfig, labels: bool = True) -> datasets.Dataset:
+    """The run's dataset in the row schema (prompt, response, label, pseudo_label, pseudo_score, ...), read once;
+    with ``labels``, refused when it holds no round-0 labels."""
+    source = cfg.dataset_path
+    raw = read_table(source, cfg.dataset_split)
+    if not isinstance(raw, datasets.Dataset):
+        raise DataError(f"{source}: expected one table of rows")
+    if cfg.prompt_column in raw.column_names:  # the user's columns, renamed onto the schema
+        mapping = column_map(cfg, raw.column_names, source, labels)
+        return schema_rows(raw, source, column_map=mapping, adapter=cfg.dataset_adapter)
+    rows = schema_rows(raw, source, adapter=cfg.dataset_adapter, require=())  # a packaged format names them
+    if "prompt" not in rows.column_names:
+        raise DataError(f"{source}: no '{cfg.prompt_column}' column (available: {', '.join(raw.column_names)}); "
+                        "name the prompt column with --prompt_column")
+    if labels:
+        round_zero_columns(cfg, rows.column_names, source)
     return rows
 
 
@@ -68,9 +116,9 @@ def split_parts(cfg: RefineConfig, rows: datasets.Dataset, source: str) -> dict[
 
 
 def load_corpus(cfg: RefineConfig) -> Corpus:
-    """Loads, splits (by prompt; a split column wins) and round-0-labels the dataset of a run."""
-    rows = load_schema_rows(cfg)
-    return corpus_from_parts(cfg, split_parts(cfg, rows, cfg.dataset_path), rows.column_names, cfg.dataset_path)
+    """Read -> map -> split (by prompt; a split column wins) -> round-0 labels, for a run without an annotator."""
+    rows = read_rows(cfg)
+    return corpus_from_parts(cfg, split_parts(cfg, rows, cfg.dataset_path), cfg.dataset_path)
 
 
 def annotate_run_rows(cfg: RefineConfig, out_dir: Path) -> Path:
@@ -79,7 +127,7 @@ def annotate_run_rows(cfg: RefineConfig, out_dir: Path) -> Path:
     with the same settings is reused; an interrupted one resumes from its cache."""
     from .annotation import AnnotatorConfig, annotate_rows
 
-    parts = split_parts(cfg, load_schema_rows(cfg), cfg.dataset_path)
+    parts = split_parts(cfg, read_rows(cfg, labels=False), cfg.dataset_path)
     rows = datasets.concatenate_datasets([
         (parts[s].remove_columns("split") if "split" in parts[s].column_names else parts[s])
         .add_column("split", [s] * len(parts[s])) for s in SPLITS])
@@ -88,10 +136,11 @@ def annotate_run_rows(cfg: RefineConfig, out_dir: Path) -> Path:
 
 
 def load_annotated_corpus(cfg: RefineConfig, path: Path) -> Corpus:
-    """The corpus of an annotated run: its split column and the annotator's labels (scores kept for reports)."""
+    """The corpus of an annotated run: its split column and the annotator's labels (its scores kept for reports,
+    and thresholded instead when the config sets score_threshold or score_quantile)."""
     annotated = load_rows(str(path), column_map={"annotator_score": "pseudo_score"}, adapter="none")
     parts = split_parts(dataclasses.replace(cfg, split_column="split"), annotated, str(path))
-    return corpus_from_parts(cfg, parts, annotated.column_names, cfg.dataset_path)
+    return corpus_from_parts(cfg, parts, cfg.dataset_path)
 
 
 def run_corpus(cfg: RefineConfig, run_dir: str | Path | None = None) -> Corpus:
@@ -101,26 +150,24 @@ def run_corpus(cfg: RefineConfig, run_dir: str | Path | None = None) -> Corpus:
     return load_annotated_corpus(cfg, Path(run_dir or cfg.output_dir) / ANNOTATION_DIR / "annotated.jsonl")
 
 
-def corpus_from_parts(cfg: RefineConfig, parts: dict[str, datasets.Dataset], columns: list[str],
-                      source: str) -> Corpus:
+def corpus_from_parts(cfg: RefineConfig, parts: dict[str, datasets.Dataset], source: str) -> Corpus:
+    """Texts, gold labels and round-0 labels of each split: the scores thresholded when the config sets a threshold
+    or quantile (a quantile is taken over the training split, then applied to every split), else the pseudo-labels
+    (or a copy of the gold labels when the pseudo-label column is the gold column). Scores are kept for reports."""
+    columns = parts["train"].column_names
     texts = {s: [format_example(p, r) for p, r in zip(parts[s]["prompt"], parts[s]["response"])] for s in SPLITS}
     gold = {s: np.asarray(parts[s]["label"], dtype=np.int64) for s in SPLITS} if "label" in columns else None
-    scores = None
-    if "pseudo_score" in columns:
-        scores = {s: np.asarray(parts[s]["pseudo_score"], dtype=float) for s in SPLITS}
+    scores = {s: np.asarray(parts[s]["pseudo_score"], dtype=float) for s in SPLITS} if "pseudo_score" in columns \
+        else None
     if scores is not None and (cfg.score_threshold is not None or cfg.score_quantile is not None):
-        # A quantile is taken over the training split only, then applied to every split.
         threshold = cfg.score_threshold
         if threshold is None:
             threshold = float(np.quantile(scores["train"], cfg.score_quantile))
         pseudo = {s: scores_to_pseudo_labels(scores[s], threshold=threshold) for s in SPLITS}
-    elif cfg.pseudo_label_column and cfg.pseudo_label_column == cfg.label_column and gold is not None:
-        pseudo = {s: gold[s].copy() for s in SPLITS}
     elif "pseudo_label" in columns:
         pseudo = {s: np.asarray(parts[s]["pseudo_label"], dtype=np.int64) for s in SPLITS}
+    elif gold is not None and cfg.pseudo_label_column == cfg.label_column:
+        pseudo = {s: gold[s].copy() for s in SPLITS}
     else:
-        raise DataError(
-            f"{source}: no round-0 pseudo-labels: give a '{cfg.pseudo_label_column}' column, or "
-            "score_column with score_threshold or score_quantile, or an annotator block (available columns: "
-            + ", ".join(columns) + ")")
+        raise DataError(f"{source}: no round-0 labels: " + _missing_labels(cfg, columns))
     return Corpus(texts=texts, gold=gold, pseudo=pseudo, scores=scores, source=source)

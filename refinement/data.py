@@ -69,7 +69,26 @@ def load_rows(
     """
     if adapter not in ADAPTERS:
         raise DataError(f"{source}: unknown adapter {adapter!r}; choose one of {ADAPTERS}")
-    raw = _read_source(source, split)
+    return schema_rows(read_table(source, split), source, column_map=column_map, adapter=adapter, require=require)
+
+
+def read_table(source: str, split: str = "train") -> datasets.Dataset:
+    """The source as stored, before any renaming or checking: a local file, else a Hub dataset's ``split``. With
+    :func:`schema_rows` it is :func:`load_rows` in two steps, for a caller that picks the renames from the columns."""
+    return _read_source(source, split)
+
+
+def schema_rows(
+    raw: datasets.Dataset,
+    source: str,
+    *,
+    column_map: dict[str, str] | None = None,
+    adapter: str = "auto",
+    require: tuple[str, ...] = ("prompt",),
+) -> datasets.Dataset:
+    """Rename, adapt and validate rows read by :func:`read_table` (``source`` names them in errors)."""
+    if adapter not in ADAPTERS:
+        raise DataError(f"{source}: unknown adapter {adapter!r}; choose one of {ADAPTERS}")
     raw = _rename_columns(raw, column_map or {}, source)
     rows = _ADAPTER_FUNCS[_resolve_adapter(raw, adapter)](raw, source)
     return _validate(rows, source, require)

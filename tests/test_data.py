@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from refinement.data import (
+    SPLITS,
     DataError,
     format_example,
     load_preference_pairs,
@@ -421,3 +422,72 @@ def test_a_mapped_column_replaces_one_of_the_target_name(tmp_path):
                             for i in range(4)))
     rows = load_rows(str(path), column_map={"refusal": "label"})
     assert rows["label"] == [0, 1, 0, 1] and "refusal" not in rows.column_names
+
+
+# ---------------------------------------------------------------- round-0 labels: the one precedence
+
+
+def corpus_from_yaml(path, *flags: str):
+    """load_corpus with the shipped cpu_minilm.yaml (score_column: smollm2_zero_shot, score_quantile: 0.5)."""
+    from conftest import REPO
+
+    from alignment.trl_api import TrlParser
+    from refinement.config import RefineConfig
+    from refinement.corpus import load_corpus
+
+    yaml_path = REPO / "recipes" / "configs" / "refine" / "cpu_minilm.yaml"
+    (cfg,) = TrlParser((RefineConfig,)).parse_args_and_config(
+        ["--config", str(yaml_path), "--dataset_path", str(path), *flags])
+    return load_corpus(cfg)
+
+
+def labelled_rows(n: int = 40) -> list[dict]:
+    """Rows with a split, a gold label, the file's own pseudo_label and a score that disagrees with it (as many
+    0.1 as 1.0 scores per split, so the median threshold separates them)."""
+    rows = []
+    for i in range(n):
+        rows.append({"prompt": f"prompt {i}", "response": f"reply {i}", "split": SPLITS[i % 3], "label": i % 2,
+                     "pseudo_label": i % 2, "my_score": 1.0 - (i % 2) * 0.9})
+    return rows
+
+
+def test_a_file_with_its_own_pseudo_label_works_with_a_config_naming_another_score_column(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "pairs.jsonl", labelled_rows())
+    with caplog.at_level("INFO", logger="refinement.corpus"):
+        corpus = corpus_from_yaml(path)
+    assert np.array_equal(corpus.pseudo["train"], corpus.gold["train"])  # the file's pseudo_label, as given
+    assert "no column 'smollm2_zero_shot' (score_column); round-0 labels: its 'pseudo_label' column" in caplog.text
+
+
+def test_a_score_column_the_data_has_wins_over_pseudo_label_unless_none(tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", labelled_rows())
+    scored = corpus_from_yaml(path, "--score_column", "my_score")
+    assert np.array_equal(scored.pseudo["train"], 1 - scored.gold["train"])  # thresholded scores, not pseudo_label
+    assert scored.scores is not None
+    given = corpus_from_yaml(path, "--score_column", "none")
+    assert np.array_equal(given.pseudo["train"], given.gold["train"])
+
+
+def test_missing_round_zero_labels_name_the_column_what_the_data_has_and_the_fix(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "pseudo_label"} for r in labelled_rows()]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    with pytest.raises(DataError) as err:
+        corpus_from_yaml(path)
+    assert str(err.value) == (
+        f"{path}: no round-0 labels: the data has no 'smollm2_zero_shot' (score_column) and no 'pseudo_label' "
+        "(pseudo_label_column) column; it has prompt, response, split, label, my_score: pass --score_column <column> "
+        "with --score_quantile 0.5 (or --score_threshold), add a pseudo_label column, or judge the pairs with an "
+        "annotator: block")
+    with pytest.raises(DataError, match="score_column 'my_score' needs a threshold"):
+        corpus_from_yaml(path, "--score_column", "my_score", "--score_quantile", "none")
+
+
+def test_the_corpus_reads_its_file_once(tmp_path, monkeypatch):
+    import refinement.corpus as corpus_module
+
+    reads = []
+    real = corpus_module.read_table
+    monkeypatch.setattr(corpus_module, "read_table", lambda *a, **k: reads.append(a) or real(*a, **k))
+    path = write_jsonl(tmp_path / "pairs.jsonl", labelled_rows())
+    corpus_from_yaml(path, "--score_column", "my_score", "--prompt_column", "prompt")
+    assert len(reads) == 1

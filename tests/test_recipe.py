@@ -68,3 +68,24 @@ def test_main_requires_paths():
     (cfg,) = refine_classifier.make_parser().parse_args_and_config(["--num_rounds", "1"])
     with pytest.raises(SystemExit, match="dataset_path"):
         refine_classifier.main(cfg)
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_on_a_file_that_brings_its_own_pseudo_label(tmp_path, feature_cache_dir):
+    """README's `accelerate launch recipes/refine_classifier.py --config .../cpu_minilm.yaml --dataset_path
+    my_pairs.jsonl ...`: the YAML names a score column this file lacks, and the file's pseudo_label is used."""
+    from test_cli import ACCELERATE, run_process
+
+    data = write_jsonl(tmp_path / "my_pairs.jsonl", make_rows({"train": 120, "val": 40, "test": 40}))
+    out = tmp_path / "mine"
+    done = run_process([str(ACCELERATE), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                        "--mixed_precision", "no", "--dynamo_backend", "no", "recipes/refine_classifier.py",
+                        "--config", str(YAML), "--dataset_path", str(data), "--output_dir", str(out),
+                        "--num_rounds", "2", "--num_labeled", "50", "--loss", "robust_uu",
+                        "--max_length", "64", "--head_epochs", "15", "--feature_cache_dir", str(feature_cache_dir)])
+    assert done.returncode == 0, done.stderr
+    assert "round-0 labels: its 'pseudo_label' column" in done.stderr
+    assert "selected round" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["score_column"] == "smollm2_zero_shot" and len(summary["rounds"]) == 3
+    assert "round-0 labels" in (out / "run.log").read_text()
