@@ -1,17 +1,24 @@
-"""Refinement quality on BeaverTails: robust UU vs UU, nnUU, PN, cleanlab and a gold-supervised bound.
+"""Refinement quality: robust UU vs UU, nnUU, PN, cleanlab and a gold-supervised bound, round by round.
 
-    python bench/refinement_quality.py                       # all regimes, 3 seeds (tens of minutes on 2 cores)
-    python bench/refinement_quality.py --regimes skewed --seeds 0
+    python bench/refinement_quality.py                       # the default regimes, 3 seeds (tens of minutes)
+    python bench/refinement_quality.py --regimes skewed --seeds 0 --relabel_anchor_weight 0.5
 
-Regimes (pseudo-labels of the same 3,019 BeaverTails pairs, split as in ../shared/data/annotations):
-  real      SmolLM2-135M zero-shot scores thresholded at the training median (real LLM labels)
+Regimes (BeaverTails: the 3,019 pairs of ../shared/data/annotations, split as there):
+  real      SmolLM2-135M zero-shot scores at the training median: labels at chance (AUC 0.545), which the
+            prior guard should refuse
+  fewshot   the project's own 4-shot SmolLM2 judgements (`smollm2_4shot`) at the training median: the paper's
+            regime with real, instance-dependent LLM noise
   skewed    SIMULATED: 70% of harmful items called harmless, 10% of harmless called harmful
   instance  SIMULATED: instance-dependent errors, flip probability rising with response length (~0.65 acc)
   ours      our own annotations (recipes/annotate.py output given by --annotated), thresholded at the training
             median; with self-refined columns in it, the LLM self-refinement baseline is reported beside UU
-Every method runs through the same harness (recipes' run_refinement) with the same features and the same
-epoch selection (robust UU on the pseudo-labeled val split). Test accuracy is on the gold test split.
-Writes <out>/results.json and <out>/results.md (tables for docs/results.md).
+  demo      the project's demo corpus judged 4-shot by SmolLM2 (--annotated_demo: the annotation/annotated.jsonl
+            of a run of recipes/configs/refine/demo_annotate_minilm.yaml), at the training median
+Every method runs through the same harness (recipes' run_refinement) with the same features, the same epoch
+selection (robust UU on the pseudo-labeled val split) and the same round selection, which may ship round 0 as a
+PN classifier of the annotator's labels. Accuracy and AUC are on the gold test split; "shipped" is the exported
+classifier's. Writes <out>/results.json, <out>/results.md (tables for docs/results.md) and <out>/<regime>.png
+(test accuracy per round per method).
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from refinement.loop import run_refinement
 from refinement.priors import PriorError
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl"
+DEMO_ANNOTATED = Path("runs/demo_annotate_minilm/annotation/annotated.jsonl")
 METHODS = ("robust_uu", "uu", "nnuu", "pn", "cleanlab")
 
 
@@ -58,14 +66,29 @@ def simulated_labels(rows: list[dict], regime: str, seed: int = 0) -> np.ndarray
     return np.where(rng.random(len(rows)) < flip, 1 - gold, gold)
 
 
-def regime_config(regime: str, workdir: Path, annotated: Path | None = None) -> dict:
+def scored_rows(source: Path, column: str, workdir: Path, name: str) -> str:
+    """A copy of `source` without the rows whose `column` score is missing (an annotator's demonstrations)."""
+    path = workdir / f"{name}.jsonl"
+    with open(source) as handle, open(path, "w") as out:
+        out.writelines(line for line in handle if json.loads(line).get(column) is not None)
+    return str(path)
+
+
+def regime_config(regime: str, workdir: Path, annotated: Path | None = None, annotated_demo: Path = DEMO_ANNOTATED
+                  ) -> dict:
     """Dataset-related config fields of a regime (simulated ones get their own JSONL in workdir)."""
     if regime == "real":
         return {"dataset_path": str(ANNOTATIONS), "score_column": "smollm2_zero_shot", "score_quantile": 0.5}
-    if regime == "ours":
-        if annotated is None or not annotated.exists():
-            raise SystemExit(f"regime 'ours' needs --annotated (recipes/annotate.py output): {annotated}")
-        return {"dataset_path": str(annotated), "score_column": "annotator_score", "score_quantile": 0.5}
+    if regime == "fewshot":
+        return {"dataset_path": scored_rows(ANNOTATIONS, "smollm2_4shot", workdir, "fewshot"),
+                "score_column": "smollm2_4shot", "score_quantile": 0.5}
+    if regime in ("ours", "demo"):
+        path = annotated if regime == "ours" else annotated_demo
+        if path is None or not path.exists():
+            raise SystemExit(f"regime {regime!r} needs --annotated{'_demo' if regime == 'demo' else ''} "
+                             f"(an annotated.jsonl): {path}")
+        return {"dataset_path": scored_rows(path, "annotator_score", workdir, regime),
+                "score_column": "annotator_score", "score_quantile": 0.5, "pseudo_label_column": None}
     rows = read_annotations()
     path = workdir / f"{regime}.jsonl"
     with open(path, "w") as handle:
@@ -83,8 +106,11 @@ def run_one(fields: dict) -> dict:
     rounds = summary["rounds"]
     test = [r["quality"]["test"]["accuracy"] for r in rounds]
     trained = [r for r in rounds if r["round"] > 0]
-    return {"test_per_round": test, "selected_round": summary["selected_round"],
-            "selected": test[summary["selected_round"]], "best": max(test[1:]), "last": test[-1],
+    shipped = summary["shipped_metrics"]["quality"]["test"]
+    return {"test_per_round": test, "auc_per_round": [r["quality"]["test"].get("auc") for r in rounds],
+            "selected_round": summary["selected_round"], "shipped": summary["shipped"],
+            "selected": shipped["accuracy"], "selected_auc": shipped.get("auc"), "best": max(test[1:]),
+            "last": test[-1], "stopped": summary["stopped"],
             "seconds_per_round": float(np.mean([r["seconds"] for r in trained])),
             "feature_seconds": summary["feature_seconds"], "wall": time.perf_counter() - start}
 
@@ -103,46 +129,81 @@ def self_refinement_row(annotated: Path) -> list[str]:
         scores = np.array([np.nan if r[column] is None else r[column] for r in rows])
         threshold = np.nanmedian(scores[split == "train"])
         accuracy = float(np.mean((scores[split == "test"] > threshold) == gold[split == "test"]))
-        out.append(f"| {name} | – | – | {accuracy:.3f} | – | – | – | – | no training | – |")
+        out.append(f"| {name} | – | – | {accuracy:.3f} | – | – | – | – | – | no training | – |")
     return out
 
 
 def mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+
+
+def per_round_mean(runs: list[dict], key: str = "test_per_round") -> np.ndarray:
+    """Mean over runs of a per-round series; a run that stopped early counts up to its last round."""
+    width = max(len(r[key]) for r in runs)
+    padded = np.array([[np.nan if v is None else v for v in r[key]] + [np.nan] * (width - len(r[key])) for r in runs])
+    return np.nanmean(padded, axis=0)
 
 
 def table(regime: str, results: dict, gold: list[dict]) -> list[str]:
     gold_acc = float(np.mean([g["selected"] for g in gold]))
-    kind = {"real": " (real SmolLM2 labels)", "ours": " (our SmolLM2 annotations)"}.get(regime, " (simulated labels)")
+    kind = {"real": " (real SmolLM2 zero-shot labels)", "fewshot": " (real SmolLM2 4-shot labels)",
+            "ours": " (our SmolLM2 annotations)", "demo": " (demo corpus, SmolLM2 4-shot)"}.get(
+        regime, " (simulated labels)")
     lines = [f"### {regime}{kind}", "",
-             "| method | priors | round 0 | selected round | best round | last round | gap closed | "
-             "test acc per round (mean) | runs | s/round |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | priors | round 0 acc / AUC | shipped acc | shipped AUC | best round | last round | "
+             "gap closed | test acc per round (mean) | runs | s/round |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (method, priors), runs in results.items():
         ok = [r for r in runs if "refused" not in r]
         if not ok:
-            lines.append(f"| {method} | {priors} | – | – | – | – | – | – | {len(runs)}/{len(runs)} refused | – |")
+            lines.append(f"| {method} | {priors} | – | – | – | – | – | – | – | {len(runs)}/{len(runs)} refused | – |")
             continue
-        initial = ok[0]["test_per_round"][0]
+        initial, initial_auc = ok[0]["test_per_round"][0], ok[0]["auc_per_round"][0]
         selected = [r["selected"] for r in ok]
-        # Runs that stopped early (a round's labels failed the delta guard) count up to their last round.
-        width = max(len(r["test_per_round"]) for r in ok)
-        padded = np.array([r["test_per_round"] + [np.nan] * (width - len(r["test_per_round"])) for r in ok])
-        per_round = np.nanmean(padded, axis=0)
         gap = (np.mean(selected) - initial) / (gold_acc - initial) if gold_acc != initial else float("nan")
-        stopped = sum(len(r["test_per_round"]) < width for r in ok)
+        stopped = sum(r["stopped"] is not None for r in ok)
+        vanilla = sum(r["shipped"] == "vanilla" for r in ok)
         lines.append(
-            f"| {method} | {priors} | {initial:.3f} | {mean_std(selected)} | {mean_std([r['best'] for r in ok])} | "
-            f"{mean_std([r['last'] for r in ok])} | {gap:.0%} | {' '.join(f'{x:.3f}' for x in per_round)} | "
-            f"{len(runs) - len(ok)}/{len(runs)} refused, {stopped} stopped early | "
+            f"| {method} | {priors} | {initial:.3f} / {'–' if initial_auc is None else f'{initial_auc:.3f}'} | "
+            f"{mean_std(selected)} | {mean_std([r['selected_auc'] for r in ok])} | "
+            f"{mean_std([r['best'] for r in ok])} | {mean_std([r['last'] for r in ok])} | {gap:.0%} | "
+            f"{' '.join(f'{x:.3f}' for x in per_round_mean(ok))} | "
+            f"{len(runs) - len(ok)}/{len(runs)} refused, {stopped} stopped early, {vanilla} shipped vanilla | "
             f"{np.mean([r['seconds_per_round'] for r in ok]):.2f} |")
-    lines += [f"| gold-supervised | – | – | {mean_std([g['selected'] for g in gold])} | – | – | 100% | – | – | "
+    lines += [f"| gold-supervised | – | – | {mean_std([g['selected'] for g in gold])} | "
+              f"{mean_std([g['selected_auc'] for g in gold])} | – | – | 100% | – | – | "
               f"{np.mean([g['seconds_per_round'] for g in gold]):.2f} |", ""]
+    refusals = sorted({r["refused"].split(". ")[0] for runs in results.values() for r in runs if "refused" in r})
+    lines += [f"Refused: {text}." for text in refusals[:3]] + ([""] if refusals else [])
     return lines
+
+
+def plot(regime: str, results: dict, gold: list[dict], path: Path) -> None:
+    """Test accuracy per round per method (mean over seeds), gold-supervised as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for (method, priors), runs in results.items():
+        ok = [r for r in runs if "refused" not in r]
+        if ok:
+            series = per_round_mean(ok)
+            ax.plot(range(len(series)), series, marker="o", label=f"{method}, {priors}")
+    ax.axhline(float(np.mean([g["selected"] for g in gold])), color="black", ls="--", lw=1, label="gold-supervised")
+    ax.set(xlabel="round (0 = annotator's labels)", ylabel="test accuracy (gold)",
+           title=f"{regime}: accuracy per round")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--regimes", nargs="+", default=["real", "skewed", "instance"])
+    parser.add_argument("--regimes", nargs="+", default=["real", "fewshot", "skewed", "instance"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--num_labeled", nargs="+", type=int, default=[0, 50], help="0 = oracle priors")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -152,6 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--feature_layer", type=int, default=None)
     parser.add_argument("--round_selection", default="labeled")
     parser.add_argument("--relabel_threshold", default="zero", help="zero | prior")
+    parser.add_argument("--relabel_anchor_weight", type=float, default=0.0)
+    parser.add_argument("--relabel_ensemble", action="store_true")
+    parser.add_argument("--relabel_crossfit_folds", type=int, default=0)
+    parser.add_argument("--prior_guard", default="interval", help="interval | point")
     parser.add_argument("--mode", default="frozen", help="frozen | lora | qlora | full")
     parser.add_argument("--max_train_items", type=int, default=None, help="seeded training subset (lora on CPU)")
     parser.add_argument("--max_length", type=int, default=256)
@@ -159,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_train_epochs", type=int, default=3, help="lora/qlora/full")
     parser.add_argument("--annotated", type=Path, default=Path("runs/annotate_beavertails/annotated.jsonl"),
                         help="regime 'ours': recipes/annotate.py output over ../shared/data/annotations")
+    parser.add_argument("--annotated_demo", type=Path, default=DEMO_ANNOTATED,
+                        help="regime 'demo': the annotation of a demo_annotate_minilm.yaml run")
     parser.add_argument("--out", default="runs/bench_quality")
     args = parser.parse_args(argv)
 
@@ -166,19 +233,28 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     common = {"model_name_or_path": args.model, "head": args.head, "feature_layer": args.feature_layer,
               "split_column": "split", "num_rounds": args.num_rounds, "round_selection": args.round_selection,
-              "relabel_threshold": args.relabel_threshold, "mode": args.mode,
+              "relabel_threshold": args.relabel_threshold, "relabel_anchor_weight": args.relabel_anchor_weight,
+              "relabel_ensemble": args.relabel_ensemble, "relabel_crossfit_folds": args.relabel_crossfit_folds,
+              "prior_guard": args.prior_guard, "mode": args.mode,
               "max_train_items": args.max_train_items, "max_length": args.max_length,
               "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs}
-    gold = [run_one({**common, **regime_config("gold", out), "loss": "pn", "num_rounds": 1, "num_labeled": 0, "seed": s,
-                     "output_dir": str(out / f"gold/seed{s}")}) for s in args.seeds]
     report = [f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
               f"Backbone `{args.model}` {args.mode}" + (f", head `{args.head}`" if args.mode == "frozen" else "")
               + (f", training subset {args.max_train_items}" if args.max_train_items else "")
-              + f", {args.num_rounds} rounds, seeds {args.seeds}, "
-              f"round selection `{args.round_selection}`, relabel threshold `{args.relabel_threshold}`.", ""]
-    everything = {"gold": gold}
+              + f", {args.num_rounds} rounds, seeds {args.seeds}, round selection `{args.round_selection}`, "
+              f"relabel threshold `{args.relabel_threshold}`, anchor weight {args.relabel_anchor_weight}, "
+              f"ensemble {args.relabel_ensemble}, cross-fit folds {args.relabel_crossfit_folds}, "
+              f"prior guard `{args.prior_guard}`.", ""]
+    everything, golds = {}, {}
     for regime in args.regimes:
-        data = regime_config(regime, out, args.annotated)
+        data = regime_config(regime, out, args.annotated, args.annotated_demo)
+        dataset = "demo" if regime == "demo" else "beavertails"
+        if dataset not in golds:  # the gold-supervised bound of the regime's corpus, with the same harness
+            gold_data = {**data, "pseudo_label_column": "label", "score_column": None, "score_quantile": None}
+            golds[dataset] = [run_one({**common, **gold_data, "loss": "pn", "num_rounds": 1, "num_labeled": 0,
+                                       "seed": s, "output_dir": str(out / f"gold_{dataset}/seed{s}")})
+                              for s in args.seeds]
+            everything[f"gold_{dataset}"] = golds[dataset]
         results = {}
         for method in args.methods:
             for num_labeled in args.num_labeled:
@@ -188,7 +264,9 @@ def main(argv: list[str] | None = None) -> None:
                                 for s in args.seeds]
                 print(regime, key, [r.get("selected", "refused") for r in results[key]], flush=True)
         everything[regime] = {f"{m}|{p}": v for (m, p), v in results.items()}
-        report += table(regime, results, gold)
+        report += table(regime, results, golds[dataset])
+        report += [f"![{regime}: test accuracy per round]({regime}.png)", ""]
+        plot(regime, results, golds[dataset], out / f"{regime}.png")
         if regime == "ours":
             report[-1:-1] = self_refinement_row(args.annotated)
     (out / "results.json").write_text(json.dumps(everything, indent=1))

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import cleanlab_baseline
+from . import relabel as relabel_lib
 from .config import RefineConfig
 from .corpus import SPLITS, Corpus
 from .embedded import resolve_model
@@ -44,8 +45,11 @@ class FrozenBackend:
         return train_head(self.features["train"][train_idx], pseudo["train"][train_idx], self.features["val"],
                           pseudo["val"], risk, val_risk, self._head_config(seed), self.featurizer.head_has_bias)
 
-    def train(self, round_dir: Path, pseudo: dict, risk, val_risk, seed: int) -> tuple[dict, dict]:
-        """Trains the head (cleanlab: on the items confident learning keeps), saves it, returns logits."""
+    def train(self, round_dir: Path, pseudo: dict, risk, val_risk, seed: int,
+              init_from: Path | None = None) -> tuple[dict, dict]:
+        """Trains the head (cleanlab: on the items confident learning keeps), saves it, returns logits. With
+        relabel_crossfit_folds the training split's logits are out-of-fold: no item is scored by a head that
+        trained on it. A head is small and always starts afresh (`init_from` is for fine-tuned backbones)."""
         train_idx = np.arange(len(pseudo["train"]))
         info = {}
         if self.cfg.loss == "cleanlab":
@@ -60,7 +64,14 @@ class FrozenBackend:
         save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(round_dir / HEAD_FILE))
         info["epochs"] = history
         info["selected_epoch"] = min(history, key=lambda h: h["val_risk"])["epoch"]
-        return {s: head_logits(head, self.features[s]) for s in SPLITS}, info
+        logits = {s: head_logits(head, self.features[s]) for s in SPLITS}
+        if self.cfg.relabel_crossfit_folds:
+            def fit_predict(fold_train, held_out):
+                fold_head, _ = self._fit(fold_train, pseudo, risk, val_risk, seed)
+                return head_logits(fold_head, self.features["train"][held_out])
+            folds = relabel_lib.crossfit_folds(pseudo["train"], self.cfg.relabel_crossfit_folds, seed)
+            logits["train"] = relabel_lib.out_of_fold_logits(folds, fit_predict)
+        return logits, info
 
     def export(self, round_dir: Path, target: Path) -> Path:
         head = build_head(self.cfg.head, self.features["train"].shape[1], self.featurizer.head_has_bias)
@@ -82,14 +93,17 @@ class FinetuneBackend:
         self.finetune_config = FinetuneConfig(**{
             name: getattr(cfg, name) for name in FinetuneConfig.__dataclass_fields__ if hasattr(cfg, name)})
 
-    def train(self, round_dir: Path, pseudo: dict, risk, val_risk, seed: int) -> tuple[dict, dict]:
+    def train(self, round_dir: Path, pseudo: dict, risk, val_risk, seed: int,
+              init_from: Path | None = None) -> tuple[dict, dict]:
+        """Fine-tunes the base model afresh, or the model of the round folder `init_from` when given."""
         from dataclasses import replace
 
         from .finetune import predict_logits, train_finetuned
 
         texts = self.corpus.texts
+        start = str(init_from / self.MODEL_DIR) if init_from else resolve_model(self.cfg.model_name_or_path)
         # Writes round_dir/model (stock folder) and round_dir/epoch_selection.json.
-        train_finetuned(resolve_model(self.cfg.model_name_or_path), texts["train"], pseudo["train"].tolist(),
+        train_finetuned(start, texts["train"], pseudo["train"].tolist(),
                         texts["val"],
                         pseudo["val"].tolist(), risk, replace(self.finetune_config, seed=seed), str(round_dir),
                         val_risk=val_risk)

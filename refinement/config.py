@@ -11,6 +11,7 @@ from .losses import LOSSES
 MODES = ("frozen", "lora", "qlora", "full")
 ROUND_SELECTIONS = ("labeled", "last")
 RELABEL_THRESHOLDS = ("zero", "prior")
+PRIOR_GUARDS = ("interval", "point")
 
 
 @dataclass
@@ -52,9 +53,15 @@ class RefineConfig(DatasetArguments):
     loss: str = field(default="robust_uu", metadata={"help": "robust_uu | uu | nnuu | pn | cleanlab"})
     lam: float = field(default=-0.001, metadata={"help": "Slope of the robust correction for a negative partial risk."})
     min_delta: float = field(default=0.02, metadata={"help": "Refuse to train when theta_p - theta_n is not above this."})
-    round_selection: str = field(default="labeled", metadata={"help": "labeled: ship the round whose labels the labeled sample (or the oracle) rates best | last"})
+    prior_guard: str = field(default="interval", metadata={"help": "interval: refuse unless a one-sided bootstrap lower confidence bound of theta_p - theta_n is above min_delta (few-labeled; oracle priors have none) | point: the point estimate"})
+    prior_guard_confidence: float = field(default=0.8, metadata={"help": "Confidence of that lower bound (0.8 refuses 78% of 50-item samples of chance-level labels and passes 80% of a skewed annotator's: bench/prior_guard_rate.py)"})
+    round_selection: str = field(default="labeled", metadata={"help": "labeled: ship the round (round 0 = the annotator's labels, shipped as a PN classifier of them) the labeled sample (or the oracle) rates best | last: the last trained round"})
     relabel_threshold: str = field(default="zero", metadata={"help": "zero: harmless iff g > 0 | prior: the "
                                    "threshold that labels a share pi of the training corpus harmless"})
+    relabel_anchor_weight: float = field(default=0.0, metadata={"help": "Relabel by z(classifier) + w * z(annotator's round-0 score, or its labels when the data has no score); 0 = off"})
+    relabel_ensemble: bool = field(default=False, metadata={"help": "Relabel by the mean standardized logit of every round so far"})
+    relabel_crossfit_folds: int = field(default=0, metadata={"help": "frozen mode: relabel each training item with a head fitted on the other folds (K >= 2; 0 = off)"})
+    reinit_each_round: bool = field(default=True, metadata={"help": "lora/qlora/full: fine-tune the base model afresh every round (the paper's way); false continues from the previous round's model"})
     patience: int = field(default=0, metadata={"help": "Stop after this many rounds without a better selection score (0 = never)."})
     cleanlab_folds: int = 5
     # Classifier
@@ -88,7 +95,7 @@ class RefineConfig(DatasetArguments):
 
     def __post_init__(self):
         choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS,
-                   "relabel_threshold": RELABEL_THRESHOLDS}
+                   "relabel_threshold": RELABEL_THRESHOLDS, "prior_guard": PRIOR_GUARDS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -100,6 +107,20 @@ class RefineConfig(DatasetArguments):
         if self.loss == "cleanlab" and self.mode != "frozen":
             raise ValueError("loss=cleanlab needs cross-validated probabilities, which this toolkit computes on "
                              "frozen features only: use mode=frozen")
+        if self.relabel_crossfit_folds == 1 or self.relabel_crossfit_folds < 0:
+            raise ValueError(f"relabel_crossfit_folds={self.relabel_crossfit_folds}: use 0 (off) or K >= 2")
+        if self.relabel_crossfit_folds and (self.mode != "frozen" or self.loss == "cleanlab"):
+            raise ValueError("relabel_crossfit_folds fits K heads per round on cached features: it needs "
+                             "mode=frozen and a loss other than cleanlab")
+        if not 0.5 <= self.prior_guard_confidence < 1:
+            raise ValueError(f"prior_guard_confidence={self.prior_guard_confidence} must be in [0.5, 1)")
+        if self.relabel_anchor_weight < 0:
+            raise ValueError(f"relabel_anchor_weight={self.relabel_anchor_weight} must be >= 0")
+
+    @property
+    def combined_relabel(self) -> bool:
+        """Whether the next round's labels come from a combined score rather than the classifier's own labels."""
+        return bool(self.relabel_anchor_weight or self.relabel_ensemble or self.relabel_crossfit_folds)
 
     def to_dict(self) -> dict:
         return asdict(self)

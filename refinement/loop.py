@@ -7,7 +7,9 @@ finished round and ends with the same result as an uninterrupted one):
   annotation/          with an `annotator:` block: the LLM's judgements (refinement.annotation.stage)
   round_00/            the annotator's labels: relabels.jsonl, metrics.json
   round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json
-  model/               the selected round's classifier as a stock AutoModelForSequenceClassification folder
+  vanilla/             only when the labeled sample rates round 0 best: a PN classifier of the annotator's labels
+  model/               the shipped classifier as a stock AutoModelForSequenceClassification folder: the selected
+                       round's, or vanilla/'s (config.json: reward_source refined | vanilla_pn)
   summary.json, report.md, rounds.png
 
 Under a multi-process launch (`accelerate launch --num_processes N`, fine-tuning modes only) every rank runs the
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import priors as priors_lib
+from . import relabel as relabel_lib
 from .backends import make_backend
 from .cli import UsageError
 from .config import RefineConfig
@@ -37,6 +40,7 @@ from .report import write_report
 
 logger = logging.getLogger(__name__)
 RESUMABLE_CHANGES = {"num_rounds", "patience", "output_dir"}  # may differ between a run and its resume
+VANILLA_DIR = "vanilla"  # the PN classifier of the round-0 labels, shipped when no refined round beats them
 
 
 def round_dir(output_dir: Path, index: int) -> Path:
@@ -83,14 +87,9 @@ class Refinement:
     def label_priors(self, train_pseudo: np.ndarray, seed: int) -> priors_lib.Priors:
         """Priors of the current pseudo-labels, unchecked. Few-labeled mode reads gold labels of L only."""
         if self.labeled_idx is None:
-            return priors_lib.Priors(*priors_lib.point_estimate(self.corpus.gold["train"], train_pseudo),
-                                     source="oracle")
-        idx, gold = self.labeled_idx, self.labeled_gold
-        if len(np.unique(gold)) < 2:
-            raise priors_lib.PriorError(f"labeled[{len(idx)}]: the labeled sample holds one gold class only")
-        return priors_lib.Priors(*priors_lib.point_estimate(gold, train_pseudo[idx]),
-                                 source=f"labeled[{len(idx)}]",
-                                 interval=priors_lib.bootstrap_intervals(gold, train_pseudo[idx], seed))
+            return priors_lib.oracle_priors(self.corpus.gold["train"], train_pseudo, min_delta=None)
+        return priors_lib.labeled_priors(self.labeled_gold, train_pseudo[self.labeled_idx], seed, min_delta=None,
+                                         confidence=self.cfg.prior_guard_confidence)
 
     def selection_score(self, train_pseudo: np.ndarray, p: priors_lib.Priors) -> float | None:
         if np.isnan(p.theta_p) or np.isnan(p.theta_n):
@@ -125,6 +124,20 @@ class Refinement:
         return ({s: np.asarray(v, dtype=np.int64) for s, v in labels.items()},
                 json.loads((path / "metrics.json").read_text()))
 
+    @staticmethod
+    def read_logits(path: Path) -> dict:
+        """The classifier logits a trained round wrote beside its relabels."""
+        logits = {s: [] for s in SPLITS}
+        with open(path / "relabels.jsonl") as handle:
+            for line in handle:
+                row = json.loads(line)
+                logits[row["split"]].append(row["logit"])
+        return {s: np.asarray(v, dtype=float) for s, v in logits.items()}
+
+    def anchor(self) -> dict:
+        """The annotator's round-0 view: its scores, or its hard labels when the data carries no score."""
+        return self.corpus.scores if self.corpus.scores is not None else self.corpus.pseudo
+
     def _round_zero(self) -> None:
         labels = self.corpus.pseudo
         p = self.label_priors(labels["train"], self.cfg.seed)
@@ -136,39 +149,55 @@ class Refinement:
             self._write_relabels(tmp, labels, None)
             write_json(tmp / "metrics.json", metrics)
 
-    def _train_round(self, index: int, backend, labels: dict) -> None:
-        """Round `index`: priors of the previous labels -> train -> relabel everything -> priors of the new
-        labels (which the next round trains with and the round selection reads)."""
-        cfg = self.cfg
-        seed = cfg.seed + index
+    def _guarded_priors(self, index: int, labels: dict, seed: int) -> priors_lib.Priors:
         for split in ("train", "val"):
             if len(np.unique(labels[split])) < 2:
                 raise priors_lib.PriorError(
                     f"round {index}: every {split} item is pseudo-labeled {int(labels[split][0])}; UU training "
                     "and its epoch selection need both pseudo-classes")
-        p = priors_lib.check_priors(self.label_priors(labels["train"], seed), cfg.min_delta)
+        return priors_lib.check_priors(self.label_priors(labels["train"], seed), self.cfg.min_delta,
+                                       self.cfg.prior_guard)
+
+    def _train_round(self, index: int, backend, labels: dict) -> None:
+        """Round `index`: priors of the previous labels -> train -> the classifier's own labels (rated by the
+        labeled sample, shipped) -> the next round's labels (the same, or a combined score: see relabel.py)."""
+        cfg = self.cfg
+        seed = cfg.seed + index
+        p = self._guarded_priors(index, labels, seed)
         risk = risk_for("pn" if cfg.loss == "cleanlab" else cfg.loss, p.prior, p.theta_p, p.theta_n, cfg.lam)
         # Every loss is selected by the same rule (robust UU on the pseudo-labeled val split), so early
         # stopping alone is never mistaken for a UU gain. PN needs no priors: where they cannot define a UU risk
-        # (theta_p <= theta_n, allowed by a negative min_delta) it is selected by its own risk.
+        # (theta_p <= theta_n) it is selected by its own risk.
         selection = "robust_uu" if p.delta > 0 or cfg.loss not in ("pn", "cleanlab") else "pn"
         val_risk = risk_for(selection, p.prior, p.theta_p, p.theta_n, cfg.lam)
         start = time.perf_counter()
+        init = None if cfg.reinit_each_round or index == 1 else round_dir(self.out, index - 1)
         # Every rank trains in the same workspace; the main process alone writes the round's files.
         with shared_atomic_dir(round_dir(self.out, index)) as tmp:
-            logits, info = backend.train(tmp, labels, risk, val_risk, seed)
+            logits, info = backend.train(tmp, labels, risk, val_risk, seed, init_from=init)
             if not all(np.all(np.isfinite(v)) for v in logits.values()):
                 raise FloatingPointError(f"round {index}: the classifier produced non-finite logits")
             threshold = (prior_matching_threshold(logits["train"], p.prior)
                          if cfg.relabel_threshold == "prior" else 0.0)
-            new = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
-            after = self.label_priors(new["train"], seed)
+            own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
+            after = self.label_priors(own["train"], seed)
             metrics = {"round": index, "priors": p.to_dict(), "label_priors": after.to_dict(),
                        "threshold": threshold, "selection_risk": selection,
-                       "selection_score": self.selection_score(new["train"], after),
-                       "positive_rate": float(new["train"].mean()),
-                       "flips": {s: int(np.sum(new[s] != labels[s])) for s in SPLITS},
-                       "quality": self.evaluate(new, logits), "seconds": time.perf_counter() - start, **info}
+                       "selection_score": self.selection_score(own["train"], after),
+                       "positive_rate": float(own["train"].mean()),
+                       "quality": self.evaluate(own, logits)}
+            new = own
+            if cfg.combined_relabel:
+                previous = [self.read_logits(round_dir(self.out, i)) for i in range(1, index)]
+                scores = relabel_lib.relabel_scores([*previous, logits], self.anchor(), cfg.relabel_anchor_weight,
+                                                    cfg.relabel_ensemble)
+                new, cut = relabel_lib.relabel(scores, p.prior)
+                metrics["relabel"] = {"threshold": cut, "agreement_with_classifier": float(np.mean(
+                                          new["train"] == own["train"])),
+                                      "positive_rate": float(new["train"].mean()),
+                                      "quality": self.evaluate(new, scores)}
+            metrics.update({"flips": {s: int(np.sum(new[s] != labels[s])) for s in SPLITS},
+                            "seconds": time.perf_counter() - start, **info})
             if distributed_state().is_main_process:
                 self._write_relabels(tmp, new, logits)
                 write_json(tmp / "metrics.json", metrics)
@@ -232,12 +261,20 @@ class Refinement:
         rounds = [self.read_round(round_dir(self.out, i))[1] for i in self.finished_rounds() if i <= cfg.num_rounds]
         selected = self.select_round(rounds)
         backend = backend or make_backend(cfg, self.corpus)
-        if selected > 0 and main:
-            self._export(backend, next(r for r in rounds if r["round"] == selected))
+        if selected > 0:
+            shipped = next(r for r in rounds if r["round"] == selected)
+            note = f"shipping round {selected}, the refined classifier the labeled sample rates best"
+        else:
+            shipped = self._vanilla(backend)
+            note = self.vanilla_note(rounds)
+            logger.warning(note)
+        if main:
+            self._export(backend, shipped)
         summary = {"config": cfg.to_dict(), "rounds": rounds, "selected_round": selected,
+                   "shipped": "refined" if selected > 0 else "vanilla", "shipped_metrics": shipped, "note": note,
                    "stopped": stopped, "feature_seconds": backend.feature_seconds,
                    "labeled_items": 0 if self.labeled_idx is None else len(self.labeled_idx),
-                   "model_dir": str(self.out / "model") if selected > 0 else None}
+                   "model_dir": str(self.out / "model")}
         if main:
             write_json(self.out / "summary.json", summary)
             write_report(self.out, summary)
@@ -246,14 +283,53 @@ class Refinement:
             summary = json.loads((self.out / "summary.json").read_text())
         return summary
 
-    def _export(self, backend, selected: dict) -> None:
-        """The selected round's classifier as a stock folder; its config also records the decision threshold
-        (harmless iff logit > threshold) and the priors, which the logits alone do not carry."""
-        target = backend.export(round_dir(self.out, selected["round"]), self.out / "model")
+    @staticmethod
+    def vanilla_note(rounds: list[dict]) -> str:
+        """The one plain line a run says when it ships the annotator's labels instead of a refined round."""
+        base = rounds[0].get("selection_score")
+        trained = [r for r in rounds if r["round"] > 0 and r.get("selection_score") is not None]
+        if base is None or not trained:
+            return ("no refined round could be rated: shipping the PN classifier of the annotator's labels "
+                    "(vanilla RLAIF)")
+        best = max(trained, key=lambda r: r["selection_score"])
+        return (f"the labeled sample rates the annotator's own labels ({base:.3f}) at least as high as every refined "
+                f"round (best: round {best['round']}, {best['selection_score']:.3f}): shipping the PN classifier "
+                "of the annotator's labels (vanilla RLAIF), not a refined round")
+
+    def _vanilla(self, backend) -> dict:
+        """The PN classifier of the round-0 labels in vanilla/ (trained once; a rerun reads it back)."""
+        folder = self.out / VANILLA_DIR
+        if not (folder / "metrics.json").is_file():
+            labels, _ = self.read_round(round_dir(self.out, 0))
+            seed = self.cfg.seed
+            p = self.label_priors(labels["train"], seed)
+            pn = risk_for("pn", p.prior, p.theta_p, p.theta_n)
+            with shared_atomic_dir(folder) as tmp:
+                logits, info = backend.train(tmp, labels, pn, pn, seed)
+                threshold = (prior_matching_threshold(logits["train"], p.prior)
+                             if self.cfg.relabel_threshold == "prior" else 0.0)
+                own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
+                after = self.label_priors(own["train"], seed)
+                metrics = {"round": 0, "vanilla": True, "priors": p.to_dict(), "label_priors": after.to_dict(),
+                           "threshold": threshold, "selection_risk": "pn",
+                           "selection_score": self.selection_score(own["train"], after),
+                           "quality": self.evaluate(own, logits), **info}
+                if distributed_state().is_main_process:
+                    self._write_relabels(tmp, own, logits)
+                    write_json(tmp / "metrics.json", metrics)
+        wait_for_everyone()
+        return json.loads((folder / "metrics.json").read_text())
+
+    def _export(self, backend, shipped: dict) -> None:
+        """The shipped classifier as a stock folder; its config also records the decision threshold (harmless iff
+        logit > threshold), the priors, which the logits alone do not carry, and whether it is refined."""
+        source = self.out / VANILLA_DIR if shipped.get("vanilla") else round_dir(self.out, shipped["round"])
+        target = backend.export(source, self.out / "model")
         config_path = target / "config.json"
         config = json.loads(config_path.read_text())
-        config.update({"decision_threshold": selected.get("threshold", 0.0),
-                       "refinement_priors": selected["label_priors"], "refinement_round": selected["round"]})
+        config.update({"decision_threshold": shipped.get("threshold", 0.0),
+                       "refinement_priors": shipped["label_priors"], "refinement_round": shipped["round"],
+                       "reward_source": "vanilla_pn" if shipped.get("vanilla") else "refined"})
         write_json(config_path, config)
 
     def _stop_reason(self, index: int) -> str | None:
@@ -267,15 +343,16 @@ class Refinement:
         return None
 
     def select_round(self, rounds: list[dict]) -> int:
-        """The round to ship. `labeled`: the trained round whose labels score best on the labeled sample (or the
-        oracle); `last`: the last trained round. 0 when no round was trained."""
+        """The round to ship. `labeled`: the round whose labels score best on the labeled sample (or the oracle),
+        round 0 (the annotator's labels) included and preferred on a tie; `last`: the last trained round.
+        0 when no round was trained."""
         trained = [r for r in rounds if r["round"] > 0]
         if not trained:
             return 0
         if self.cfg.round_selection == "last":
             return trained[-1]["round"]
-        scored = [r for r in trained if r["selection_score"] is not None] or trained[-1:]
-        return max(scored, key=lambda r: (r["selection_score"] or 0.0, -r["round"]))["round"]
+        scored = [r for r in rounds if r.get("selection_score") is not None] or trained[-1:]
+        return max(scored, key=lambda r: (r.get("selection_score") or 0.0, -r["round"]))["round"]
 
 
 def run_refinement(cfg: RefineConfig) -> dict:

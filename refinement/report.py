@@ -45,6 +45,7 @@ def write_report(output_dir: Path, summary: dict) -> None:
         + (f"{summary['labeled_items']} labeled items; " if summary["labeled_items"] else "oracle gold labels; ")
         + f"seed {cfg['seed']}. Selected round: **{summary['selected_round']}**"
         + (f". Stopped early: {summary['stopped']}" if summary["stopped"] else "") + ".", "",
+        f"**Shipped: {summary.get('note', '')}.**", "",
         "Round 0 holds the annotator's labels. The priors of a round's labels (pi, theta_p, theta_n) train the "
         "next round; the selection score is the labels' accuracy estimated from those priors.", "",
         "| round | pi | theta_p | theta_n | delta (95% CI) | selection score | flips (train) | train acc | "
@@ -61,8 +62,27 @@ def write_report(output_dir: Path, summary: dict) -> None:
             str(r.get("flips", {}).get("train", "–")), _fmt(q.get("train", {}).get("accuracy")),
             _fmt(q.get("test", {}).get("accuracy")), _fmt(q.get("test", {}).get("f1")),
             _fmt(q.get("test", {}).get("auc")), _fmt(r.get("seconds"), 1)]) + " |")
+    shipped = summary.get("shipped_metrics") or {}
+    if shipped.get("vanilla"):
+        q, p = shipped.get("quality", {}), shipped["label_priors"]
+        lines.append(" | ".join([
+            "| vanilla (PN on round 0)", _fmt(p["prior"]), _fmt(p["theta_p"]), _fmt(p["theta_n"]), _fmt(p["delta"]),
+            _fmt(shipped.get("selection_score")), "–", _fmt(q.get("train", {}).get("accuracy")),
+            _fmt(q.get("test", {}).get("accuracy")), _fmt(q.get("test", {}).get("f1")),
+            _fmt(q.get("test", {}).get("auc")), "–"]) + " |")
+    relabelled = [r for r in summary["rounds"] if "relabel" in r]
+    if relabelled:
+        lines += ["", "The next round's labels come from a combined score (anchor weight "
+                  f"{cfg.get('relabel_anchor_weight')}, ensemble {cfg.get('relabel_ensemble')}, cross-fit folds "
+                  f"{cfg.get('relabel_crossfit_folds')}), cut at the prior-matching threshold:", "",
+                  "| round | agreement with the classifier | harmless rate | train acc | test acc |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['round']} | {_fmt(r['relabel']['agreement_with_classifier'])} | "
+                  f"{_fmt(r['relabel']['positive_rate'])} | "
+                  f"{_fmt(r['relabel'].get('quality', {}).get('train', {}).get('accuracy'))} | "
+                  f"{_fmt(r['relabel'].get('quality', {}).get('test', {}).get('accuracy'))} |" for r in relabelled]
     lines += ["", "![accuracy and priors per round](rounds.png)", ""]
     if summary.get("model_dir"):
-        lines += ["The selected classifier is a stock `AutoModelForSequenceClassification` folder (one logit, "
+        lines += ["The shipped classifier is a stock `AutoModelForSequenceClassification` folder (one logit, "
                   f"higher = more harmless): `{summary['model_dir']}`.", ""]
     write_text(output_dir / "report.md", "\n".join(lines))

@@ -31,7 +31,10 @@ Robust Unlabeled Learning", NeurIPS 2025){% endif %}; class priors from {{ label
 - Base model: {{ base_model or run.model_name_or_path }} ({{ run.mode }}{% if run.mode == "frozen" %}, {{ run.head }} head on frozen features{% endif %})
 - Training data: `{{ run.dataset_path }}`
 - Loss `{{ run.loss }}`, {{ run.num_rounds }} round{{ "s" if run.num_rounds != 1 }}, round selection `{{ run.round_selection }}`, seed {{ run.seed }};
-  this model is round **{{ round }}** (the run ships round {{ selected_round }}).
+{% if vanilla %}  this model is **vanilla RLAIF**: a PN classifier of the annotator's round-0 labels, shipped because the labeled
+  sample rated those labels at least as high as every refined round (no refined round is shipped).
+{% else %}  this model is round **{{ round }}** (the run ships round {{ selected_round }}).
+{% endif %}
 - Priors of its labels: π̂ = {{ fmt(priors.prior) }}, θ̂p = {{ fmt(priors.theta_p) }}, θ̂n = {{ fmt(priors.theta_n) }} (Δ̂ = {{ fmt(priors.delta) }}, {{ priors.source }}).
 
 ## Usage
@@ -121,7 +124,7 @@ def _fmt(value, digits: int = 3) -> str:
 def _eval_results(config: dict, datasets: list[str]) -> list[EvalResult] | None:
     """Gold test metrics of the exported round as model-index entries (when the run had gold labels)."""
     entry = next((r for r in config["refinement_history"] if r["round"] == config["refinement_round"]), None)
-    test = (entry or {}).get("quality", {}).get("test")
+    test = config.get("shipped_quality", (entry or {}).get("quality", {})).get("test")
     if not test or not datasets:  # model-index entries name a Hub dataset
         return None
     dataset = datasets[0]
@@ -149,6 +152,7 @@ def render_model_card(config: dict, name: str, repo_id: str | None = None) -> Mo
         threshold=config["decision_threshold"], priors=config["refinement_priors"], history=history,
         has_gold=any(r.get("quality", {}).get("test") for r in history), calibration=config["logit_calibration"],
         check=config.get("export_check"), base_model=config.get("base_model"),
+        vanilla=config.get("reward_source") == "vanilla_pn",
         labeled=(f"{run['num_labeled']} gold-labelled items" if run["num_labeled"]
                  else "the gold labels of the whole training corpus (oracle priors)"),
         text_format=config.get("reward_text_format", ""), max_length=config.get("reward_max_length"),

@@ -41,6 +41,7 @@ from refinement.features import head_module_names, load_stock_classifier
 from refinement.finetune import EXPORT_SUBDIR, load_tokenizer
 from refinement.heads import build_head, load_head_into
 from refinement.io import atomic_dir, write_json, write_text
+from refinement.loop import VANILLA_DIR
 
 from .card import base_model_id, render_model_card
 from .scoring import RewardClassifier
@@ -78,7 +79,8 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, RefineConfig]:
 
 
 def pick_round(summary: dict, which: str | int, run_dir: str | os.PathLike = "") -> int:
-    """`selected` (the round the run ships), `last` (the last trained round) or a round number."""
+    """`selected` (the round the run ships; 0 when it ships the vanilla PN classifier of the annotator's labels),
+    `last` (the last trained round) or a round number."""
     trained = [r["round"] for r in summary["rounds"] if r["round"] > 0]
     if not trained:
         raise ValueError(f"{run_dir}: the run trained no round, so there is no classifier to export")
@@ -163,15 +165,27 @@ def refinement_history(rounds: list[dict]) -> list[dict]:
     return history
 
 
-def reward_fields(summary: dict, cfg: RefineConfig, index: int, train_logits: np.ndarray, license: str) -> dict:
+def shipped_classifier(run: Path, summary: dict, index: int) -> tuple[Path, dict]:
+    """The folder and metrics of round `index`'s classifier; round 0 is the vanilla PN classifier of the
+    annotator's labels, which a run trains only when it ships it."""
+    if index == 0:
+        if summary.get("shipped") != "vanilla":
+            raise ValueError(f"{run}: round 0 holds the annotator's labels; this run shipped no classifier of them")
+        return run / VANILLA_DIR, summary["shipped_metrics"]
+    return run / f"round_{index:02d}", next(r for r in summary["rounds"] if r["round"] == index)
+
+
+def reward_fields(summary: dict, cfg: RefineConfig, selected: dict, train_logits: np.ndarray, license: str) -> dict:
     """Everything the exported config records beyond the stock classifier's own fields."""
-    selected = next(r for r in summary["rounds"] if r["round"] == index)
+    index = selected["round"]
     threshold = float(selected.get("threshold", 0.0))
     return {
         "id2label": {0: "harmless"}, "label2id": {"harmless": 0},
         "reward_direction": DIRECTION, "decision_threshold": threshold,
         "reward_text_format": TEXT_FORMAT, "reward_max_length": cfg.max_length, "reward_truncation_side": "left",
         "refinement_round": index, "refinement_selected_round": summary["selected_round"],
+        "reward_source": "vanilla_pn" if selected.get("vanilla") else "refined",
+        "shipped_quality": selected.get("quality", {}),
         "refinement_priors": _priors(selected["label_priors"]), "training_priors": _priors(selected.get("priors")),
         "logit_calibration": logit_calibration(train_logits, threshold),
         "refinement_history": refinement_history(summary["rounds"]),
@@ -221,11 +235,10 @@ def export_reward_model(run_dir: str | os.PathLike, output_dir: str | os.PathLik
     meant for) is what the card's usage snippet loads; default: the folder."""
     run, target = Path(run_dir), Path(output_dir)
     summary, cfg = load_run(run)
-    index = pick_round(summary, round, run)
-    round_dir = run / f"round_{index:02d}"
+    round_dir, selected = shipped_classifier(run, summary, pick_round(summary, round, run))
     expected = round_logits(round_dir)
     model, tokenizer = load_round_classifier(round_dir, cfg)  # its tokenizer has a pad token (load_tokenizer)
-    fields = reward_fields(summary, cfg, index, expected["train"], license)
+    fields = reward_fields(summary, cfg, selected, expected["train"], license)
     texts = run_corpus(cfg, run).texts
     with atomic_dir(target, replace=True) as staging:
         model.config.pad_token_id = tokenizer.pad_token_id

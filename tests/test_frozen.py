@@ -49,7 +49,7 @@ def test_exported_model_reproduces_training_logits(tmp_path, make_config, model,
     data = write_jsonl(tmp_path / "small.jsonl", rows)
     out = tmp_path / "run"
     cfg = make_config(data, out, model_name_or_path=model, head=head, feature_layer=feature_layer,
-                      num_rounds=1, num_labeled=0, loss="robust_uu", min_delta=0.0)
+                      num_rounds=1, num_labeled=0, loss="robust_uu", min_delta=0.0, round_selection="last")
     summary = run_refinement(cfg)
     assert summary["selected_round"] == 1
     model_dir = out / "model"

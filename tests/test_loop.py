@@ -306,7 +306,7 @@ def test_label_outside_binary(tmp_path, noisy_rows, make_config):
     (lambda r: {**r, "pseudo_label": 1}, "every train item is pseudo-labeled 1; UU training"),
     # pseudo-labels that are exactly the negated gold labels: delta = -1 on any sample
     (lambda r: {**r, "pseudo_label": 1 - r["label"]}, "delta"),
-    (lambda r: {**r, "label": 1} if r["split"] == "train" else r, "one gold class"),
+    (lambda r: {**r, "label": 1} if r["split"] == "train" else r, "only gold class"),
 ], ids=["one_pseudo_class", "inverted_pseudo_labels", "one_gold_class_in_labeled_sample"])
 def test_unusable_labels_are_refused_before_round_1(tmp_path, noisy_rows, make_config, transform, match):
     path = write_jsonl(tmp_path / "bad.jsonl", [transform(r) for r in noisy_rows])

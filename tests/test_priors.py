@@ -12,8 +12,12 @@ import pytest
 from refinement.priors import (
     PriorError,
     Priors,
+    bootstrap_draws,
+    bootstrap_intervals,
     check_priors,
+    delta_lower_bound,
     labeled_priors,
+    labels_needed,
     oracle_priors,
     point_estimate,
     sample_labeled_indices,
@@ -202,3 +206,36 @@ def test_labeled_priors_and_oracle_apply_min_delta():
         labeled_priors(gold, pseudo, seed=0, min_delta=0.2)
     assert labeled_priors(gold, pseudo, seed=0, min_delta=0.0).delta == pytest.approx(est.delta)
     assert issubclass(PriorError, ValueError)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 5. The interval rule
+# --------------------------------------------------------------------------------------------------------------
+def test_labels_needed_scales_the_sample_by_the_squared_ratio():
+    # estimate 0.2, bound -0.1: distance 0.3; to clear 0.02 the distance must shrink to 0.18: n * (0.3/0.18)^2
+    assert labels_needed(50, 0.2, -0.1, 0.02) == 139
+    assert labels_needed(50, 0.01, -0.2, 0.02) is None   # no number of labels makes the estimate clear min_delta
+
+
+def test_delta_lower_bound_is_the_bootstrap_percentile_and_tightens_with_confidence():
+    gold, pseudo, _ = _population(0, 100, 0.5, 0.7, 0.4)
+    draws = bootstrap_draws(gold, pseudo, seed=3)["delta"]
+    assert delta_lower_bound(gold, pseudo, 3, 0.8) == pytest.approx(np.percentile(draws, 20))
+    bounds = [delta_lower_bound(gold, pseudo, 3, c) for c in (0.6, 0.8, 0.95)]
+    assert bounds[0] > bounds[1] > bounds[2]
+    assert bootstrap_intervals(gold, pseudo, 3)["delta"][0] == pytest.approx(np.percentile(draws, 2.5))
+
+
+def test_the_interval_rule_refuses_a_point_estimate_its_bound_does_not_support():
+    gold, pseudo, _ = _population(1, 50, 0.5, 0.6, 0.45)
+    priors = labeled_priors(gold, pseudo, seed=0, min_delta=None)
+    assert priors.delta_lower < priors.delta and priors.num_labeled == 50 and priors.confidence == 0.8
+    between = (priors.delta_lower + priors.delta) / 2
+    assert check_priors(priors, between, "point") is priors
+    with pytest.raises(PriorError, match=r"80% lower confidence bound -?\d\.\d{3} .* about \d+ labeled items"):
+        check_priors(priors, between, "interval")
+    with pytest.raises(PriorError, match="lower confidence bound"):
+        labeled_priors(gold, pseudo, seed=0, min_delta=between, rule="interval")
+    # oracle priors have no bound: the interval rule falls back to the point estimate
+    oracle = oracle_priors(gold, pseudo, min_delta=None)
+    assert check_priors(oracle, between, "interval") is oracle

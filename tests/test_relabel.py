@@ -1,0 +1,181 @@
+"""Relabelling that does not feed a classifier its own boundary: the pure pieces, the frozen backend's cross-fitting,
+and each switch in a real run (frozen MiniLM on BeaverTails rows with simulated noisy labels)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import write_jsonl
+
+from refinement.backends import FrozenBackend
+from refinement.corpus import load_corpus
+from refinement.heads import head_logits
+from refinement.loop import run_refinement
+from refinement.losses import risk_for
+from refinement.relabel import crossfit_folds, out_of_fold_logits, relabel, relabel_scores, standardize
+
+
+def test_standardize_uses_the_reference_statistics():
+    reference = np.array([1.0, 3.0])          # mean 2, std 1
+    assert standardize(np.array([2.0, 4.0, 0.0]), reference) == pytest.approx([0.0, 2.0, -2.0])
+    assert standardize(np.array([5.0]), np.array([7.0, 7.0])) == pytest.approx([-2.0])  # constant: shift only
+
+
+def test_relabel_cuts_at_the_prior_matching_share():
+    scores = {"train": np.arange(10.0), "test": np.array([-1.0, 6.2, 9.5])}
+    labels, threshold = relabel(scores, prior=0.3)
+    assert labels["train"].tolist() == [0] * 7 + [1] * 3 and labels["train"].dtype == np.int64
+    assert labels["test"].tolist() == [0, 0, 1] and 6 <= threshold < 7
+
+
+def test_the_anchor_changes_relabels_on_a_constructed_case():
+    """The classifier ranks item 0 top and item 3 bottom; the annotator says the opposite. Weight 0 follows the
+    classifier, a heavy anchor follows the annotator, and the combined score is exactly z_c + w z_a."""
+    logits = {"train": np.array([3.0, 1.0, 0.0, -1.0])}
+    anchor = {"train": np.array([0.1, 0.6, 0.5, 0.9])}
+    plain, _ = relabel(relabel_scores([logits], anchor, 0.0, ensemble=False), prior=0.5)
+    anchored, _ = relabel(relabel_scores([logits], anchor, 5.0, ensemble=False), prior=0.5)
+    assert plain["train"].tolist() == [1, 1, 0, 0]
+    assert anchored["train"].tolist() == [0, 1, 0, 1]
+    combined = relabel_scores([logits], anchor, 0.5, ensemble=False)["train"]
+    expected = standardize(logits["train"], logits["train"]) + 0.5 * standardize(anchor["train"], anchor["train"])
+    assert combined == pytest.approx(expected)
+
+
+def test_the_ensemble_averages_every_round_and_plain_uses_the_last():
+    first = {"train": np.array([1.0, 0.0, -1.0]), "test": np.array([2.0])}
+    second = {"train": np.array([-10.0, 0.0, 10.0]), "test": np.array([0.0])}
+    z1, z2 = (standardize(r["train"], r["train"]) for r in (first, second))
+    assert relabel_scores([first, second], None, 0.0, ensemble=True)["train"] == pytest.approx((z1 + z2) / 2)
+    assert relabel_scores([first, second], None, 0.0, ensemble=False)["train"] == pytest.approx(z2)
+    # the test split is standardized with its round's training statistics
+    assert relabel_scores([first], None, 0.0, ensemble=False)["test"] == pytest.approx(
+        standardize(first["test"], first["train"]))
+
+
+def test_crossfit_folds_are_stratified_and_cover_every_item():
+    pseudo = np.array([0] * 7 + [1] * 13)
+    folds = crossfit_folds(pseudo, 3, seed=0)
+    assert sorted(np.unique(folds)) == [0, 1, 2]
+    for fold in range(3):
+        members = pseudo[folds == fold]
+        assert 2 <= (members == 0).sum() <= 3 and 4 <= (members == 1).sum() <= 5
+    assert (crossfit_folds(pseudo, 3, seed=0) == folds).all()
+    with pytest.raises(ValueError, match="pseudo-set 0 has 1 items"):
+        crossfit_folds(np.array([0, 1, 1, 1]), 2, seed=0)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        crossfit_folds(pseudo, 1, seed=0)
+
+
+def test_out_of_fold_logits_never_score_an_item_with_a_model_that_saw_it():
+    folds = crossfit_folds(np.array([0, 1] * 10), 4, seed=1)
+    calls = []
+
+    def fit_predict(train_idx, held_out):
+        calls.append((set(train_idx.tolist()), set(held_out.tolist())))
+        return held_out * 10.0
+
+    logits = out_of_fold_logits(folds, fit_predict)
+    assert logits == pytest.approx(np.arange(20) * 10.0)
+    assert len(calls) == 4
+    for seen, scored in calls:
+        assert not seen & scored and seen | scored == set(range(20))
+
+
+# ------------------------------------------------------------------------------------- the frozen backend
+
+
+def test_frozen_crossfit_train_logits_come_from_heads_that_never_saw_the_item(noisy_data, make_config, tmp_path):
+    cfg = make_config(noisy_data, tmp_path / "run", relabel_crossfit_folds=2)
+    corpus = load_corpus(cfg)
+    backend = FrozenBackend(cfg, corpus)
+    risk = risk_for("robust_uu", 0.45, 0.6, 0.2)
+    round_dir = tmp_path / "round"
+    round_dir.mkdir()
+    logits, _ = backend.train(round_dir, corpus.pseudo, risk, risk, seed=3)
+    folds = crossfit_folds(corpus.pseudo["train"], 2, seed=3)
+    for fold in (0, 1):
+        held_out = np.flatnonzero(folds == fold)
+        head, _ = backend._fit(np.flatnonzero(folds != fold), corpus.pseudo, risk, risk, 3)
+        assert logits["train"][held_out] == pytest.approx(head_logits(head, backend.features["train"][held_out]),
+                                                          abs=1e-6)
+    full, _ = backend._fit(np.arange(len(corpus.pseudo["train"])), corpus.pseudo, risk, risk, 3)
+    assert not np.allclose(logits["train"], head_logits(full, backend.features["train"]), atol=1e-3)
+    assert logits["test"] == pytest.approx(head_logits(full, backend.features["test"]), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------- switches in a run
+
+
+def read_round(out, index):
+    with open(out / f"round_{index:02d}" / "relabels.jsonl") as handle:
+        rows = [json.loads(line) for line in handle]
+    return rows, json.loads((out / f"round_{index:02d}" / "metrics.json").read_text())
+
+
+def test_an_anchored_run_trains_round_2_on_the_combined_labels(noisy_data, noisy_rows, make_config, tmp_path):
+    out = tmp_path / "anchored"
+    summary = run_refinement(make_config(noisy_data, out, num_rounds=2, num_labeled=0, relabel_anchor_weight=1.0))
+    rows, metrics = read_round(out, 1)
+    train = [r for r in rows if r["split"] == "train"]
+    logits = np.array([r["logit"] for r in train])
+    labels = np.array([r["pseudo_label"] for r in train])
+    annotator = np.array([r["pseudo_label"] for r in noisy_rows if r["split"] == "train"], dtype=float)
+    score = standardize(logits, logits) + standardize(annotator, annotator)
+    cut = metrics["relabel"]["threshold"]
+    assert labels.tolist() == (score > cut).astype(int).tolist()
+    own = (logits > metrics["threshold"]).astype(int)
+    assert metrics["relabel"]["agreement_with_classifier"] == pytest.approx(np.mean(own == labels))
+    assert (own != labels).any()  # the anchor moved some labels away from the classifier's own
+    assert summary["rounds"][2]["priors"]["prior"] == pytest.approx(np.mean([r["label"] for r in noisy_rows
+                                                                             if r["split"] == "train"]))
+    assert "combined score" in (out / "report.md").read_text()
+
+
+def test_the_interval_rule_refuses_what_the_point_rule_lets_through(noisy_rows, make_config, tmp_path):
+    """Pseudo-labels drawn at random (chance level): with min_delta between the 50-item sample's lower bound
+    and its point estimate, the point rule trains and the interval rule refuses before round 1, saying why."""
+    rng = np.random.default_rng(5)
+    path = write_jsonl(tmp_path / "chance.jsonl", [{**r, "pseudo_label": int(rng.random() < 0.5)} for r in noisy_rows])
+    probe = run_refinement(make_config(path, tmp_path / "probe", num_rounds=1, prior_guard="point", min_delta=-1.0))
+    priors = probe["rounds"][1]["priors"]
+    assert priors["delta_lower"] < priors["delta"] and priors["confidence"] == 0.8
+    between = (priors["delta_lower"] + priors["delta"]) / 2
+    run_refinement(make_config(path, tmp_path / "point", num_rounds=1, prior_guard="point", min_delta=between))
+    assert (tmp_path / "point" / "round_01").is_dir()
+    with pytest.raises(ValueError, match=r"80% lower confidence bound .* labeled items would be needed"):
+        run_refinement(make_config(path, tmp_path / "interval", num_rounds=1, min_delta=between))
+    assert not (tmp_path / "interval" / "round_01").exists()
+
+
+def test_a_run_whose_sample_rates_the_annotator_best_ships_the_vanilla_classifier(noisy_rows, make_config,
+                                                                                   tmp_path, caplog):
+    """Gold labels as round-0 labels: no refined round can beat them on the labeled sample, so the run ships a
+    PN classifier of them, says so, marks it in the exported config and card, and a rerun reuses it."""
+    from conftest import tree_digest
+
+    from reward.export import export_reward_model
+
+    path = write_jsonl(tmp_path / "perfect.jsonl", [{**r, "pseudo_label": r["label"]} for r in noisy_rows])
+    out = tmp_path / "run"
+    cfg = make_config(path, out, num_rounds=2)
+    with caplog.at_level("WARNING"):
+        summary = run_refinement(cfg)
+    assert summary["rounds"][0]["selection_score"] == pytest.approx(1.0)
+    assert summary["selected_round"] == 0 and summary["shipped"] == "vanilla"
+    assert "shipping the PN classifier of the annotator's labels (vanilla RLAIF)" in caplog.text
+    assert summary["note"] in (out / "report.md").read_text()
+    vanilla = summary["shipped_metrics"]
+    assert vanilla["vanilla"] and vanilla["selection_risk"] == "pn" and (out / "vanilla" / "head.safetensors").is_file()
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["reward_source"] == "vanilla_pn" and config["refinement_round"] == 0
+
+    digest = tree_digest(out / "vanilla")
+    assert run_refinement(cfg)["shipped_metrics"] == vanilla and tree_digest(out / "vanilla") == digest
+
+    exported = export_reward_model(out, tmp_path / "reward", verify_items=32)
+    config = json.loads((exported / "config.json").read_text())
+    assert config["reward_source"] == "vanilla_pn" and config["export_check"]["max_abs_logit_diff"] < 1e-3
+    assert config["shipped_quality"] == vanilla["quality"]
+    assert "vanilla RLAIF" in (exported / "README.md").read_text()
