@@ -10,6 +10,7 @@ modules for Identity for the duration of one forward pass.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .embedded import cache_root, resolve_model
+from .io import distributed_state, map_by_length
 
 HEADS = ("linear", "mlp")
 
@@ -110,11 +112,14 @@ class FeatureCache:
     def missing(self, keys: list[str]) -> list[str]:
         return [k for k in dict.fromkeys(keys) if k not in self.features]
 
-    def add(self, keys: list[str], features: np.ndarray) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, keys=np.array(keys), features=features.astype(np.float32))
-        os.replace(tmp, self.directory / f"shard-{len(list(self.directory.glob('shard-*.npz'))):06d}-{keys[0][:8]}.npz")
+    def add(self, keys: list[str], features: np.ndarray, write: bool = True) -> None:
+        """Hold the features; with `write`, also save them as a new shard (write=False: another process does)."""
+        if write:
+            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npz.tmp")
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, keys=np.array(keys), features=features.astype(np.float32))
+            os.replace(tmp, self.directory
+                       / f"shard-{len(list(self.directory.glob('shard-*.npz'))):06d}-{keys[0][:8]}.npz")
         self.features.update(zip(keys, features.astype(np.float32)))
 
     def get(self, keys: list[str]) -> np.ndarray:
@@ -122,7 +127,11 @@ class FeatureCache:
 
 
 class FrozenFeaturizer:
-    """Computes (and caches) the head-input features of a frozen stock classifier."""
+    """Computes (and caches) the head-input features of a frozen stock classifier.
+
+    Under a multi-process launch the processes share the work: every process must call it with the same texts
+    and a `cache_dir` they all see (each reads it to know what is missing); each encodes its share of the
+    missing texts, all receive every feature, and the main process alone writes the cache."""
 
     def __init__(self, model_name_or_path: str, head: str = "linear", max_length: int = 256,
                  feature_layer: int | None = None, batch_size: int = 32, cache_dir: str | None = None):
@@ -137,22 +146,35 @@ class FrozenFeaturizer:
     def head_has_bias(self) -> bool:
         return self.model.get_submodule(self.swapped[-1]).bias is not None
 
+    @property
+    def feature_dim(self) -> int:
+        return self.model.get_submodule(self.swapped[0]).in_features
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         with torch.inference_mode(), swapped_for_identity(self.model, self.swapped):
             return self.model(**batch).logits.float().numpy()
+
+    def _encode_positions(self, texts: list[str], positions: np.ndarray) -> np.ndarray:
+        """Features of texts[positions], in batches of consecutive positions."""
+        batches = [self._encode([texts[i] for i in positions[start:start + self.batch_size]])
+                   for start in range(0, len(positions), self.batch_size)]
+        return np.concatenate(batches) if batches else np.empty((0, self.feature_dim), dtype=np.float32)
 
     def __call__(self, texts: list[str], desc: str = "features") -> np.ndarray:
         keys = [text_key(t) for t in texts]
         todo = self.cache.missing(keys)
         if todo:
             text_of = dict(zip(keys, texts))
-            # Length-sorted batches: far less padding than input order.
+            # Length-sorted chunks, each encoded in length-sorted batches: far less padding than input order.
             todo.sort(key=lambda k: len(text_of[k]))
-            chunk = self.batch_size * 16  # one shard per 16 batches keeps the shard count small
-            for start in tqdm(range(0, len(todo), chunk), desc=desc, unit="shard"):
+            state = distributed_state()
+            chunk = self.batch_size * 16 * state.num_processes  # a cache shard per 16 batches of each process
+            for start in tqdm(range(0, len(todo), chunk), desc=desc, unit="shard",
+                              disable=not state.is_main_process):
                 part = todo[start:start + chunk]
-                feats = np.concatenate([self._encode([text_of[k] for k in part[i:i + self.batch_size]])
-                                        for i in range(0, len(part), self.batch_size)])
-                self.cache.add(part, feats)
+                part_texts = [text_of[k] for k in part]
+                feats = map_by_length(functools.partial(self._encode_positions, part_texts),
+                                      [len(t) for t in part_texts])
+                self.cache.add(part, feats, write=state.is_main_process)
         return self.cache.get(keys)

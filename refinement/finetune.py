@@ -37,7 +37,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from refinement.io import atomic_dir, distributed_state
+from refinement.io import atomic_dir, distributed_state, map_by_length
 from refinement.losses import MissingPseudoClassError
 from refinement.sampling import stratified_order
 
@@ -416,8 +416,14 @@ def predict_logits(model_dir_or_model: str | nn.Module, texts: Sequence[str], ba
 
     Takes an exported folder (its own tokenizer) or an in-memory model plus `tokenizer`. Texts are batched by
     length so padding stays short; the model is put in eval mode for the call and restored afterwards.
+
+    A folder is the loop's relabelling of the corpus: under a multi-process launch every process loads it,
+    scores its own share of the texts (`refinement.io.map_by_length`) and receives every logit, so all
+    processes must call this together with the same texts. An in-memory model scores all `texts` in the
+    calling process alone (an RL reward scores each rank's own completions).
     """
-    if isinstance(model_dir_or_model, (str, os.PathLike)):
+    from_folder = isinstance(model_dir_or_model, (str, os.PathLike))
+    if from_folder:
         tokenizer = tokenizer or load_tokenizer(str(model_dir_or_model))
         # Each process scores on its own accelerator (CPU here), not on the CPU of a GPU machine.
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir_or_model)).to(
@@ -427,17 +433,19 @@ def predict_logits(model_dir_or_model: str | nn.Module, texts: Sequence[str], ba
     else:
         model = model_dir_or_model
     device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    logits = np.empty(len(texts), dtype=np.float32)
+
+    def score(positions: np.ndarray) -> np.ndarray:
+        logits = np.empty(len(positions), dtype=np.float32)
+        for start in range(0, len(positions), batch_size):
+            batch = tokenizer([texts[i] for i in positions[start:start + batch_size]], padding=True,
+                              truncation=True, max_length=max_length, return_tensors="pt").to(device)
+            logits[start:start + batch_size] = model(**batch).logits[:, 0].float().cpu().numpy()
+        return logits
+
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
-                batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                  max_length=max_length, return_tensors="pt").to(device)
-                logits[rows] = model(**batch).logits[:, 0].float().cpu().numpy()
+            return map_by_length(score, [len(text) for text in texts], across_processes=from_folder)
     finally:
         model.train(was_training)
-    return logits

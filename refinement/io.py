@@ -1,12 +1,16 @@
-"""Atomic writes: a killed run leaves either the old file/folder or the new one, never half of one."""
+"""Atomic writes (a killed run leaves either the old file/folder or the new one, never half of one), and the
+process helpers of a multi-process launch: the shared state, a shared workspace, work sharded across ranks."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 
 def write_json(path: Path, obj) -> None:
@@ -116,3 +120,46 @@ def shared_atomic_dir(target: Path):
     if state.is_main_process:
         os.replace(tmp, target)
     state.wait_for_everyone()
+
+
+def length_shard(lengths: Sequence[int], num_shards: int, shard: int) -> np.ndarray:
+    """Positions of shard `shard` of `num_shards`: the items sorted by length (stable), dealt out in turn.
+
+    Dealing the sorted order (rather than cutting it into blocks) gives every shard the same mix of short and
+    long items, so no rank waits on the longest ones; within a shard, neighbours have similar lengths, so
+    batches of consecutive positions need little padding. The shards are disjoint and together cover every
+    position once."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
+    return np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")[shard::num_shards]
+
+
+def assemble_shards(parts: Sequence[tuple[np.ndarray, np.ndarray]], num_items: int) -> np.ndarray:
+    """Rows in input order from (positions, rows) pairs; every position must come exactly once."""
+    positions = np.concatenate([np.asarray(p, dtype=np.int64) for p, _ in parts])
+    counts = np.bincount(positions, minlength=num_items) if len(positions) else np.zeros(num_items, np.int64)
+    if len(counts) != num_items or not np.all(counts == 1):
+        missing, repeated = np.flatnonzero(counts[:num_items] == 0), np.flatnonzero(counts > 1)
+        raise ValueError(f"shards do not cover {num_items} items exactly once: {len(missing)} missing, "
+                         f"{len(repeated)} repeated, {int(np.sum(counts[num_items:]))} out of range")
+    rows = np.concatenate([np.asarray(r) for _, r in parts])
+    ordered = np.empty_like(rows)
+    ordered[positions] = rows
+    return ordered
+
+
+def map_by_length(compute: Callable[[np.ndarray], np.ndarray], lengths: Sequence[int],
+                  across_processes: bool = True) -> np.ndarray:
+    """`compute(positions)` (one row per position, in the order given) for every item, returned in input order.
+
+    Under a multi-process launch with `across_processes`, each process computes its `length_shard` only and
+    every process receives all rows (gathered once, in no duplicated or padded form); all processes must call
+    this together with the same `lengths`. Otherwise this process computes every row, in length order."""
+    from accelerate.utils import gather_object
+
+    state = distributed_state()
+    if not across_processes or state.num_processes == 1:
+        positions = length_shard(lengths, 1, 0)
+        return assemble_shards([(positions, compute(positions))], len(lengths))
+    positions = length_shard(lengths, state.num_processes, state.process_index)
+    return assemble_shards(gather_object([(positions, compute(positions))]), len(lengths))

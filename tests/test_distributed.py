@@ -126,3 +126,79 @@ def test_frozen_mode_refuses_several_processes(tmp_path):
     assert done.returncode != 0
     assert "frozen mode runs in one process; launch with --num_processes 1" in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------- sharded relabelling
+
+
+def test_length_shards_are_disjoint_cover_every_item_and_balance_lengths():
+    from refinement.io import length_shard
+
+    lengths = [5, 1, 9, 3, 3, 7, 2, 8, 6, 4, 10]
+    shards = [length_shard(lengths, 3, rank) for rank in range(3)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(len(lengths)))
+    assert [len(s) for s in shards] == [4, 4, 3]
+    # Sorted by length (stable: position 3 before 4, both 3 long), then every third: lengths 1, 3, 6, 9.
+    assert shards[0].tolist() == [1, 4, 8, 2]
+    assert all(np.all(np.diff(np.asarray(lengths)[s]) >= 0) for s in shards)  # within a shard, by length
+    with pytest.raises(ValueError, match="outside 0..2"):
+        length_shard(lengths, 3, 3)
+
+
+def test_assembled_shards_come_back_in_input_order_and_each_position_once():
+    from refinement.io import assemble_shards
+
+    parts = [(np.array([2, 0]), np.array([20.0, 0.0])), (np.array([1]), np.array([10.0]))]
+    np.testing.assert_array_equal(assemble_shards(parts, 3), [0.0, 10.0, 20.0])
+    with pytest.raises(ValueError, match="1 missing, 0 repeated"):
+        assemble_shards(parts, 4)
+    with pytest.raises(ValueError, match="0 missing, 1 repeated"):
+        assemble_shards([*parts, (np.array([1]), np.array([10.0]))], 3)
+
+
+@pytest.mark.slow
+def test_two_processes_relabel_and_featurize_disjoint_shards_and_match_one_process(tmp_path):
+    """predict_logits on an exported folder and FrozenFeaturizer in 2 processes: each text is encoded by one rank
+    only, both ranks receive every logit and feature, equal to a one-process run, and only rank 0 writes the
+    feature cache."""
+    from transformers import AutoModelForSequenceClassification
+
+    from refinement.features import FeatureCache, FrozenFeaturizer
+    from refinement.finetune import load_tokenizer, predict_logits
+
+    tiny = build_tiny_llama(tmp_path / "tiny")
+    model_dir = tmp_path / "classifier"
+    tokenizer = load_tokenizer(tiny)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tiny, num_labels=1)
+    classifier.config.pad_token_id = tokenizer.pad_token_id
+    classifier.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    texts = list(dict.fromkeys(f"{r['prompt']} {r['response']}" * (1 + i % 3) for i, r in enumerate(tiny_rows())))
+    texts = texts[:37]  # odd: the shards differ in size
+    texts_path = tmp_path / "texts.json"
+    texts_path.write_text(json.dumps(texts))
+    out = tmp_path / "ranks"
+    out.mkdir()
+    command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(free_port()), str(REPO / "tests" / "sharded_relabel_probe.py"), str(model_dir), str(texts_path),
+               str(tmp_path / "cache"), str(out)]
+    env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    for kind in ("scored", "encoded"):
+        shards = [set(rank[kind]) for rank in ranks]
+        assert len(ranks[0][kind]) + len(ranks[1][kind]) == len(texts), kind  # each text encoded once...
+        assert shards[0] | shards[1] == set(texts) and abs(len(shards[0]) - len(shards[1])) <= 1, kind  # ...by one rank
+    np.testing.assert_array_equal(ranks[0]["logits"], ranks[1]["logits"])
+    np.testing.assert_array_equal(ranks[0]["features"], ranks[1]["features"])
+    np.testing.assert_allclose(ranks[0]["logits"], predict_logits(str(model_dir), texts, batch_size=4, max_length=64),
+                               rtol=0, atol=1e-5)
+    one_process = FrozenFeaturizer(str(model_dir), head="linear", max_length=64, batch_size=4,
+                                   cache_dir=str(tmp_path / "cache_one"))(texts)
+    np.testing.assert_allclose(ranks[0]["features"], one_process, rtol=0, atol=1e-5)
+    cache = FeatureCache(next((tmp_path / "cache").iterdir()))  # one key folder, written by rank 0 alone
+    shards = list(cache.directory.glob("shard-*.npz"))
+    assert len(shards) == 1 and len(cache.features) == len(texts)
