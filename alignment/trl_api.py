@@ -28,6 +28,8 @@ _LAZY = {
     # `trl grpo` itself: its parser and main, which load `--reward_funcs a.b.c` by dotted import path.
     "grpo_script_parser": ("trl.scripts.grpo", "make_parser"),
     "grpo_script_main": ("trl.scripts.grpo", "main"),
+    # GRPO/RLOO's `use_vllm` needs the vllm package; TRL's own check (min and max version aside).
+    "is_vllm_available": ("trl.import_utils", "is_vllm_available"),
 }
 
 __all__ = ["TrlParser", *_LAZY]

@@ -11,6 +11,11 @@ mask_truncated_completions ..., so one YAML that sets only shared keys serves bo
 alignment.rl.RLScriptArguments, GRPOScriptArguments and the TRL config is a flag; the YAML sets defaults, the
 command line overrides them, and unknown keys fail.
 
+Generation: `model.generate` by default; `use_vllm: true` generates with vLLM (TRL's GRPOConfig/RLOOConfig fields):
+`vllm_mode: colocate` runs the engine inside each training process (`vllm_gpu_memory_utilization`,
+`vllm_tensor_parallel_size`), `vllm_mode: server` sends requests to a `trl vllm-serve` process
+(`vllm_server_host`, `vllm_server_port`; see the README). Without vLLM or a GPU the recipe stops at once, saying so.
+
 Rewards, summed per completion: the exported classifier through `reward_transform` (reward.functions; with
 `lagrangian`, task − λ·cost from reward.lagrangian), plus `missing_eos_penalty` (alignment.rl.MissingEosPenalty:
 GRPOConfig and RLOOConfig have no such field, so it is one more reward function, −penalty for a completion that hit
@@ -32,6 +37,7 @@ from alignment.rl import MissingEosPenalty, RLRun, RLScriptArguments, option, re
 from alignment.trl_api import TrlParser
 
 TRAINERS = {"grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
+VLLM_MODES = ("colocate", "server")  # TRL's two ways to generate with vLLM
 
 
 @dataclass
@@ -42,10 +48,27 @@ class GRPOScriptArguments(RLScriptArguments):
     CHOICES = {**RLScriptArguments.CHOICES, "trainer": tuple(TRAINERS)}
 
 
+def check_vllm(training_args) -> None:
+    """`use_vllm` needs vLLM and a CUDA GPU in every training process (colocate: the engine runs there; server: the
+    new weights are sent to the server over NCCL). Checked before any model loads, in one line naming the switch."""
+    import torch
+
+    if not training_args.use_vllm:
+        return
+    if training_args.vllm_mode not in VLLM_MODES:
+        raise SystemExit(f"vllm_mode {training_args.vllm_mode!r}: choose one of {', '.join(VLLM_MODES)}")
+    missing = [need for need, ok in (("the vllm package (pip install vllm)", trl_api.is_vllm_available()),
+                                     ("a CUDA GPU", torch.cuda.is_available())) if not ok]
+    if missing:
+        raise SystemExit(f"use_vllm: true (vllm_mode {training_args.vllm_mode}) needs {' and '.join(missing)}, "
+                         "missing here; set use_vllm: false (flag --use_vllm false) to generate with model.generate")
+
+
 def main(script_args: GRPOScriptArguments, training_args) -> dict:
     config_name, trainer_name = TRAINERS[script_args.trainer]
     if not isinstance(training_args, getattr(trl_api, config_name)):
         raise SystemExit(f"--trainer {script_args.trainer} needs a {config_name}, got {type(training_args).__name__}")
+    check_vllm(training_args)
     run = RLRun.start(script_args.trainer, script_args, training_args)
     reward_funcs = [run.text_reward()]
     if script_args.missing_eos_penalty:

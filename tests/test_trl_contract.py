@@ -245,3 +245,18 @@ def test_ppo_with_lora_uses_the_adapter_free_policy_as_reference_and_trains_a_fu
     missing = [~(ids[:, context:] == tokenizer.eos_token_id).any(dim=1) for ids in reward.backbone.seen]
     assert scores == pytest.approx([-2.0 * m.float().mean().item() for m in missing])
     assert 0 < torch.cat(missing).float().mean() < 1  # rollouts with and without eos were both scored
+
+
+def test_grpo_and_rloo_take_the_vllm_fields_the_recipe_sets():
+    """recipes/configs/grpo/paper_8xa100.yaml sets these; recipes/safety_grpo.py checks vLLM with TRL's own test."""
+    import dataclasses
+    import importlib.util
+
+    from alignment.trl_api import GRPOConfig, RLOOConfig, is_vllm_available
+
+    vllm_fields = {"use_vllm": False, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3,
+                   "vllm_tensor_parallel_size": 1, "vllm_server_host": "0.0.0.0", "vllm_server_port": 8000}
+    for cls in (GRPOConfig, RLOOConfig):
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        assert {name: defaults.get(name) for name in vllm_fields} == vllm_fields, cls.__name__
+    assert is_vllm_available() is (importlib.util.find_spec("vllm") is not None)
