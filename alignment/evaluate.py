@@ -415,6 +415,46 @@ def plot_runs(runs: Sequence[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+PAIRED = (  # (label, is_harmful, item key): the rates compared with intervals before -> after
+    ("harmless rate on harmful prompts (judge)", True, "harmless"),
+    ("refusal rate on harmful prompts (phrases)", True, "refusal_phrase"),
+    ("refusal rate on benign prompts (phrases)", False, "refusal_phrase"),
+)
+
+
+def read_generations(run_dir: str | Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "generations.jsonl").read_text().splitlines()]
+
+
+def paired_rates(before: Sequence[dict], after: Sequence[dict]) -> dict[str, dict]:
+    """Every PAIRED rate of two evaluations of the same prompts (generations.jsonl items, matched by prompt): each
+    rate with its Wilson interval and the change with Newcombe's paired interval (alignment.intervals)."""
+    from alignment.intervals import paired_difference_interval, rate_interval
+
+    after_by_prompt = {item["prompt"]: item for item in after}
+    if len(after_by_prompt) != len(before) or set(after_by_prompt) != {item["prompt"] for item in before}:
+        raise ValueError("the two evaluations must cover the same prompts to be paired")
+    rates = {}
+    for label, is_harmful, key in PAIRED:
+        group = [item for item in before if item["is_harmful"] == is_harmful and item.get(key) is not None]
+        if not group:
+            continue
+        first = [bool(item[key]) for item in group]
+        second = [bool(after_by_prompt[item["prompt"]][key]) for item in group]
+        rates[label] = {"n": len(group), "before": rate_interval(first), "after": rate_interval(second),
+                        "change": paired_difference_interval(first, second)}
+    return rates
+
+
+def paired_table(before_dir: str | Path, after_dir: str | Path) -> tuple[str, dict[str, dict]]:
+    """(markdown, paired_rates) of two evaluation runs: before, after and the change, each with its 95% interval."""
+    rates = paired_rates(read_generations(before_dir), read_generations(after_dir))
+    lines = ["| metric | n | before | after | change (paired) |", "|---|---|---|---|---|"]
+    lines += [f"| {label} | {r['n']} | {r['before'].text()} | {r['after'].text()} | {r['change'].text(sign=True)} |"
+              for label, r in rates.items()]
+    return "\n".join(lines), rates
+
+
 def compare_runs(run_dirs: Sequence[str | Path], output_dir: str | Path | None = None,
                  names: Sequence[str] | None = None) -> str:
     """A before/after markdown table of several evaluation runs (their `metrics.json`), in the order given.

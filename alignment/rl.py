@@ -396,8 +396,8 @@ class RLRun:
 
     def evaluate(self, model_dir: str | None) -> dict:
         """alignment.evaluate on held-out prompts: the trained policy (KL to the starting one), and with
-        evaluate_before the starting policy and a comparison."""
-        from alignment.evaluate import SamplingConfig, compare_runs, evaluate_policy
+        evaluate_before the starting policy, a comparison and the paired before -> after table with intervals."""
+        from alignment.evaluate import SamplingConfig, compare_runs, evaluate_policy, paired_table
 
         if model_dir is None:
             raise SystemExit("evaluate needs a saved model: set merge_lora true (or train without LoRA)")
@@ -421,6 +421,7 @@ class RLRun:
             results[name] = {group: metrics[group] for group in ("harmful", "benign", "overall")}
         if len(runs) > 1:
             results["comparison"] = compare_runs([eval_dir / name for name in runs], eval_dir / "comparison")
+            results["paired"], _ = paired_table(eval_dir / "before", eval_dir / "after")
         return results
 
     def headline(self, summary: dict) -> str:

@@ -67,7 +67,8 @@ def test_no_prompt_in_two_splits():
     for kind, rows in (("harmful", HARMFUL), ("benign", BENIGN)):
         by_split = {s: {r["prompt"] for r in rows if r["split"] == s} for s in ("train", "test", "heldout")}
         assert all(by_split.values()), kind
-        assert not (by_split["train"] & by_split["test"] or by_split["heldout"] & (by_split["train"] | by_split["test"]))
+        assert not by_split["train"] & by_split["test"], kind
+        assert not by_split["heldout"] & (by_split["train"] | by_split["test"]), kind
         assert sum(map(len, by_split.values())) == len(rows), f"{kind}: duplicated prompts or another split"
         pair_test = {r["prompt"] for r in PAIRS
                      if r["split"] == "test" and r["prompt_is_harmful"] == (kind == "harmful")}

@@ -365,3 +365,31 @@ def test_embedded_smollm2_runs_through_the_recipe(tmp_path):
     items = [json.loads(line) for line in (tmp_path / "smol" / "generations.jsonl").read_text().splitlines()]
     assert all(item["generation"] for item in items)
     assert metrics["overall"]["mean_kl"] == 0.0 and metrics["overall"]["mean_length"] > 1
+
+
+def test_paired_rates_match_the_interval_functions(tmp_path):
+    """Before/after on the same prompts, matched by prompt even when the files list them in another order."""
+    from alignment.evaluate import paired_rates, paired_table
+    from alignment.intervals import paired_difference_interval, wilson_interval
+
+    def items(harmless: list[bool], refusing: list[bool]) -> list[dict]:
+        return ([{"prompt": f"h{i}", "is_harmful": True, "harmless": h, "refusal_phrase": r}
+                 for i, (h, r) in enumerate(zip(harmless, refusing))]
+                + [{"prompt": "b0", "is_harmful": False, "harmless": True, "refusal_phrase": False}])
+
+    before = items([False] * 10, [False] * 10)
+    after = items([True] * 5 + [False] * 5, [True] * 3 + [False] * 7)
+    rates = paired_rates(before, list(reversed(after)))
+    harmless = rates["harmless rate on harmful prompts (judge)"]
+    assert harmless["n"] == 10 and harmless["after"] == wilson_interval(5, 10)
+    assert harmless["change"] == paired_difference_interval([False] * 10, [True] * 5 + [False] * 5)
+    assert rates["refusal rate on harmful prompts (phrases)"]["change"].value == pytest.approx(0.3)
+    assert rates["refusal rate on benign prompts (phrases)"]["n"] == 1
+    with pytest.raises(ValueError, match="same prompts"):
+        paired_rates(before, after[1:])
+    for name, rows in (("before", before), ("after", after)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table, _ = paired_table(tmp_path / "before", tmp_path / "after")
+    assert "| harmless rate on harmful prompts (judge) | 10 | 0.000 [0.000, 0.278] | 0.500 [0.237, 0.763] | " \
+           "+0.500 [+0.117, +0.763] |" in table

@@ -76,6 +76,9 @@ def test_ppo_trains_saves_a_merged_policy_and_evaluates_it(reward_models, tmp_pa
     assert after["overall"]["mean_kl"] is not None and after["judge"] == reward_models.rm_native
     assert (out / "eval" / "comparison" / "comparison.md").is_file()
     assert summary["eval"]["after"]["overall"] == after["overall"]
+    row = next(line for line in summary["eval"]["paired"].splitlines() if line.startswith("| harmless rate"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]  # metric, n, before, after, change
+    assert cells[1] == "2" and cells[3].startswith(f"{after['harmful']['harmless_rate']:.3f} [")
 
 
 def test_grpo_adds_the_missing_eos_penalty_and_trains_the_adapter(reward_models, tmp_path):

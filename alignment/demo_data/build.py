@@ -512,7 +512,7 @@ KINDS = {  # kind -> (gold label, is the response a refusal, is the prompt harmf
 
 
 # The evaluation judge's split: it trains on the pairs' test split, which no reward model trains on, and is scored
-# on the train split (recipes/configs/refine/demo_heldout_judge_minilm.yaml reads it as its split_column).
+# on the train split (recipes/configs/refine/demo_heldout_judge_smollm2.yaml reads it as its split_column).
 JUDGE_SPLIT = {"test": "train", "train": "test", "val": "val"}
 
 

@@ -1,0 +1,111 @@
+"""Best-of-n probe on the embedded default: which reward steers SmolLM2's own replies toward harmless ones?
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/best_of_n.py                 # n = 16, k = 1, 4, 16, all held-out prompts
+
+Models (each built once by its recipe's own main() into <out>/models, reused when present):
+
+  refined   recipes/refine_classifier.py, recipes/configs/refine/demo_annotate_minilm.yaml: SmolLM2 4-shot labels
+            refined by robust UU with 50 gold labels (the pipeline's reward), exported
+  vanilla   the same YAML with `--loss pn --num_rounds 1`: plain PN on the same annotations (vanilla RLAIF),
+            exported; it reuses the refined run's annotation (same judge, same settings)
+  gold      recipes/configs/refine/demo_judge_minilm.yaml: PN on the train split's GOLD labels (the positive
+            control: the best reward these features and items allow), exported
+  judge     recipes/configs/refine/demo_heldout_judge_smollm2.yaml: PN on the GOLD labels of the pairs' test split,
+            which no reward trains on, on frozen SmolLM2 layer-20 features (the rewards use MiniLM): the
+            evaluation judge (and the probe's ceiling arm)
+
+Prompts: the demo's `heldout` split (80 harmful, 76 benign; actions and tasks that appear in no pair).
+alignment.best_of_n samples n replies per prompt once and measures every arm; <out>/probe holds replies.jsonl,
+probe.json and probe.md, and the table is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import export_reward_model  # noqa: E402
+import refine_classifier  # noqa: E402
+
+from alignment.best_of_n import run_probe  # noqa: E402
+from alignment.evaluate import SamplingConfig  # noqa: E402
+from alignment.prompts import prompt_set, sample_prompts  # noqa: E402
+from refinement.corpus import ANNOTATION_DIR  # noqa: E402
+
+POLICY = "embedded:smollm2"
+REFINE_YAML = "recipes/configs/refine/demo_annotate_minilm.yaml"
+MODELS = {  # name -> (refine YAML, extra flags)
+    "refined": (REFINE_YAML, []),
+    "vanilla": (REFINE_YAML, ["--loss", "pn", "--num_rounds", "1"]),
+    "gold": ("recipes/configs/refine/demo_judge_minilm.yaml", []),
+    "judge": ("recipes/configs/refine/demo_heldout_judge_smollm2.yaml", []),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/bench_best_of_n")
+    p.add_argument("--policy", default=POLICY)
+    p.add_argument("--n", type=int, default=16, help="replies sampled per prompt (the largest k)")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--split", default="heldout", help="demo prompt split to probe")
+    p.add_argument("--num_prompts", type=int, default=None, help="seeded sample of each prompt set (None: all)")
+    p.add_argument("--max_new_tokens", type=int, default=48)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def build_models(out: Path, seed: int) -> tuple[dict[str, str], dict[str, float]]:
+    """Each model's exported folder (built when missing) and the seconds spent building."""
+    folders, seconds = {}, {}
+    for name, (config, flags) in MODELS.items():
+        run_dir, folder = out / "models" / f"{name}_run", out / "models" / name
+        folders[name] = str(folder)
+        if (folder / "config.json").exists():
+            continue
+        started = time.perf_counter()
+        refined_annotation = out / "models" / "refined_run" / ANNOTATION_DIR
+        if name == "vanilla" and refined_annotation.is_dir() and not (run_dir / ANNOTATION_DIR).exists():
+            shutil.copytree(refined_annotation, run_dir / ANNOTATION_DIR)  # same judge and settings: reused
+        refine_classifier.main(*refine_classifier.make_parser().parse_args_and_config(
+            ["--config", config, *flags, "--output_dir", str(run_dir), "--seed", str(seed)]))
+        export_reward_model.main(*export_reward_model.make_parser().parse_args_and_config(
+            ["--run_dir", str(run_dir), "--output_dir", str(folder), "--license", "apache-2.0"]))
+        seconds[name] = time.perf_counter() - started
+    return folders, seconds
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if max(args.ks) > args.n:
+        raise SystemExit(f"--ks {args.ks}: the largest k must not exceed --n {args.n}")
+    started = time.perf_counter()
+    out = Path(args.out)
+    folders, seconds = build_models(out, args.seed)
+    harmful = sample_prompts(prompt_set("demo", True, args.split, None), args.num_prompts, args.seed)
+    benign = sample_prompts(prompt_set("demo", False, args.split, None), args.num_prompts, args.seed)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, do_sample=True,
+                              temperature=args.temperature, seed=args.seed)
+    rewards = {name: folders[name] for name in ("vanilla", "refined", "gold")}
+    result = run_probe(args.policy, harmful, benign, rewards, folders["judge"], out / "probe", ks=args.ks,
+                       sampling=sampling)
+    result["seconds"]["models"] = seconds
+    result["seconds"]["wall"] = time.perf_counter() - started
+    (out / "bench.json").write_text(json.dumps({"args": vars(args), "seconds": result["seconds"]}, indent=2))
+    print((out / "probe" / "probe.md").read_text())
+    print(f"seconds: {json.dumps(result['seconds'])}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
