@@ -1,10 +1,13 @@
 """Annotation speed: our transformers judge vs a naive per-example `model.generate`, and few-shot prefix reuse.
 
-    python bench/annotation_speed.py                 # 128 BeaverTails pairs, SmolLM2-135M, bf16 (~10 min, 2 cores)
-    python bench/annotation_speed.py --items 32 --dtype float32
+    OMP_NUM_THREADS=1 python bench/annotation_speed.py   # 128 BeaverTails pairs, SmolLM2-135M, bf16, 3 repeats
+    python bench/annotation_speed.py --items 32 --repeats 5 --dtype float32
 
-Same model, items and prompts for every method; the methods run interleaved in chunks so they share whatever
-else the machine is doing. "naive" applies the chat template to each pair and calls
+Same model, items and prompts for every method; each repeat runs every method over all items, interleaved in
+chunks (the order rotating from repeat to repeat) so they share whatever else the machine is doing; the tables give
+the median over the repeats and its range, and each ratio is taken within a repeat.
+
+"naive" applies the chat template to each pair and calls
 `model.generate(max_new_tokens=3, greedy)` one item at a time, then parses Yes/No from the text: once with the
 model as `from_pretrained` loads it by default (float32, what a first script gets) and once in our dtype (which
 isolates batching and the single forward pass). Agreement is the share of items where the parsed answer equals
@@ -69,9 +72,23 @@ def timed(fn, *args):
     return value, time.perf_counter() - start
 
 
+def spread(values: list[float]) -> dict:
+    """Median and range of a figure over the repeats."""
+    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values)),
+            "values": [float(v) for v in values]}
+
+
+def shown(stat: dict, digits: int = 2, unit: str = "") -> str:
+    return f"{stat['median']:.{digits}f}{unit} ({stat['min']:.{digits}f}–{stat['max']:.{digits}f})"
+
+
+METHODS = ("naive", "naive_same_dtype", "ours", "few_no_reuse", "few_reuse")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over all items, interleaved")
     parser.add_argument("--chunks", type=int, default=4, help="interleave the methods over this many chunks")
     parser.add_argument("--model", default="embedded:smollm2")
     parser.add_argument("--dtype", default="bfloat16")
@@ -90,40 +107,49 @@ def main(argv: list[str] | None = None) -> None:
 
     zero_prefix, zero_items = conversations(template, question, pairs)
     few_prefix, few_items = conversations(template, question, pairs, demos)
-    seconds = {k: 0.0 for k in ("ours", "naive", "naive_same_dtype", "few_reuse", "few_no_reuse")}
-    ours, naive, naive_same, few_reuse, few_plain = [], [], [], [], []
+
+    def run(method: str, lo: int, hi: int):
+        dialogues = [zero_prefix + item for item in zero_items[lo:hi]]
+        judge.reuse_prefix = method != "few_no_reuse"
+        if method == "naive":
+            return timed(naive_generate, default_model, judge.tokenizer, dialogues)
+        if method == "naive_same_dtype":
+            return timed(naive_generate, judge.model, judge.tokenizer, dialogues)
+        if method == "ours":
+            return timed(judge.p_yes, zero_prefix, zero_items[lo:hi])
+        return timed(judge.p_yes, few_prefix, few_items[lo:hi])
+
     judge.p_yes(zero_prefix, zero_items[:4])  # warm-up: first-call allocations, not per-item work
     bounds = np.linspace(0, len(pairs), args.chunks + 1).astype(int)
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        judge.reuse_prefix = True
-        value, t = timed(judge.p_yes, zero_prefix, zero_items[lo:hi])
-        ours.append(value)
-        seconds["ours"] += t
-        dialogues = [zero_prefix + item for item in zero_items[lo:hi]]
-        value, t = timed(naive_generate, default_model, judge.tokenizer, dialogues)
-        naive.append(value)
-        seconds["naive"] += t
-        value, t = timed(naive_generate, judge.model, judge.tokenizer, dialogues)
-        naive_same.append(value)
-        seconds["naive_same_dtype"] += t
-        value, t = timed(judge.p_yes, few_prefix, few_items[lo:hi])
-        few_reuse.append(value)
-        seconds["few_reuse"] += t
-        judge.reuse_prefix = False
-        value, t = timed(judge.p_yes, few_prefix, few_items[lo:hi])
-        few_plain.append(value)
-        seconds["few_no_reuse"] += t
-        print(f"items {lo}-{hi}: " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()), flush=True)
-    ours, naive, naive_same = np.concatenate(ours), np.concatenate(naive), np.concatenate(naive_same)
-    few_reuse, few_plain = np.concatenate(few_reuse), np.concatenate(few_plain)
-    rate = {k: len(pairs) / v for k, v in seconds.items()}
+    seconds = {m: [0.0] * args.repeats for m in METHODS}
+    answers = {m: [] for m in METHODS}
+    for repeat in range(args.repeats):
+        # Each repeat starts the rotation one method later, so no method always follows the same one.
+        order = METHODS[repeat % len(METHODS):] + METHODS[:repeat % len(METHODS)]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            for method in order:
+                value, t = run(method, lo, hi)
+                seconds[method][repeat] += t
+                if repeat == 0:
+                    answers[method].append(value)
+        print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{m} {seconds[m][repeat]:.1f}s" for m in METHODS),
+              flush=True)
+    ours, naive, naive_same, few_reuse, few_plain = (np.concatenate(answers[m]) for m in
+                                                     ("ours", "naive", "naive_same_dtype", "few_reuse", "few_no_reuse"))
+    per_repeat = {m: [len(pairs) / s for s in seconds[m]] for m in METHODS}
+    rate = {m: spread(v) for m, v in per_repeat.items()}
+
+    def ratio(a: str, b: str) -> dict:  # per repeat, then summarised: the two methods ran side by side
+        return spread([x / y for x, y in zip(per_repeat[a], per_repeat[b])])
+
     ours_answer = (ours > 0.5).astype(float)
     results = {
-        "items": len(pairs), "model": args.model, "dtype": args.dtype, "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(), "items_per_second": rate,
-        "speedup_vs_naive_generate": rate["ours"] / rate["naive"],
-        "speedup_vs_naive_generate_same_dtype": rate["ours"] / rate["naive_same_dtype"],
-        "speedup_prefix_reuse": rate["few_reuse"] / rate["few_no_reuse"],
+        "items": len(pairs), "repeats": args.repeats, "model": args.model, "dtype": args.dtype,
+        "batch_size": args.batch_size, "threads": torch.get_num_threads(), "items_per_second": rate,
+        "speedup_vs_naive_generate": ratio("ours", "naive"),
+        "speedup_vs_naive_generate_same_dtype": ratio("ours", "naive_same_dtype"),
+        "naive_dtype_speedup": ratio("naive_same_dtype", "naive"),
+        "speedup_prefix_reuse": ratio("few_reuse", "few_no_reuse"),
         "agreement_with_naive": agreement(ours_answer, naive),
         "agreement_with_naive_same_dtype": agreement(ours_answer, naive_same),
         "naive_answered_yes_no": float(np.mean(~np.isnan(naive))),
@@ -132,19 +158,21 @@ def main(argv: list[str] | None = None) -> None:
         "few_shot_prefix_tokens": len(judge.token_ids(few_prefix, few_items[:1])[0]),
     }
     command = f"python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
-    lines = [f"Command: `{command}`", "",
+    lines = [f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} {command}`", "",
              f"{len(pairs)} BeaverTails test pairs, `{args.model}` in {args.dtype}, batch {args.batch_size}, "
-             f"{torch.get_num_threads()} threads; methods interleaved over {args.chunks} chunks.", "",
+             f"{torch.get_num_threads()} threads; {args.repeats} repeats, each interleaving the methods over "
+             f"{args.chunks} chunks. Median over the repeats (min–max).", "",
              "| method | items/s | ratio |", "|---|---|---|",
-             f"| naive per-example `generate`, default float32 (zero-shot) | {rate['naive']:.2f} | 1.00 |",
-             f"| naive per-example `generate`, {args.dtype} (zero-shot) | {rate['naive_same_dtype']:.2f} | "
-             f"{rate['naive_same_dtype'] / rate['naive']:.2f}× |",
-             f"| ours, one forward pass, batched, {args.dtype} (zero-shot) | {rate['ours']:.2f} | "
-             f"{results['speedup_vs_naive_generate']:.2f}× ({results['speedup_vs_naive_generate_same_dtype']:.2f}× "
-             f"over naive in {args.dtype}) |",
+             f"| naive per-example `generate`, default float32 (zero-shot) | {shown(rate['naive'])} | 1 |",
+             f"| naive per-example `generate`, {args.dtype} (zero-shot) | {shown(rate['naive_same_dtype'])} | "
+             f"{shown(results['naive_dtype_speedup'], unit='×')} |",
+             f"| ours, one forward pass, batched, {args.dtype} (zero-shot) | {shown(rate['ours'])} | "
+             f"{shown(results['speedup_vs_naive_generate'], unit='×')}; "
+             f"{shown(results['speedup_vs_naive_generate_same_dtype'], unit='×')} over naive in {args.dtype} |",
              f"| few-shot (4 demos, {results['few_shot_prefix_tokens']}-token prefix), prefix re-encoded | "
-             f"{rate['few_no_reuse']:.2f} | 1.00 |",
-             f"| few-shot, prefix KV cache reused | {rate['few_reuse']:.2f} | {results['speedup_prefix_reuse']:.2f}× |",
+             f"{shown(rate['few_no_reuse'])} | 1 |",
+             f"| few-shot, prefix KV cache reused | {shown(rate['few_reuse'])} | "
+             f"{shown(results['speedup_prefix_reuse'], unit='×')} |",
              "",
              f"Agreement of our label with the naive generated answer, where that answer starts with Yes/No: "
              f"{results['agreement_with_naive']:.1%} (float32; {results['naive_answered_yes_no']:.0%} of items "
