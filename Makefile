@@ -21,11 +21,11 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 refine: install
-	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+	$(VENV)/bin/accelerate launch --quiet --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		recipes/refine_classifier.py --config recipes/configs/refine/cpu_minilm.yaml
 
 pipeline: install
-	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+	$(VENV)/bin/accelerate launch --quiet --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		recipes/pipeline.py --config recipes/configs/pipeline/cpu_smollm2.yaml
 
 test: install
