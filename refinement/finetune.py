@@ -260,10 +260,12 @@ def training_arguments(config: FinetuneConfig, checkpoint_dir: str) -> TrainingA
 
 def fit(model_name_or_path: str, train_texts: Sequence[str], train_pseudo: Sequence[int],
         val_texts: Sequence[str], val_pseudo: Sequence[int], risk: Risk, config: FinetuneConfig,
-        checkpoint_dir: str, val_risk: Risk | None = None) -> UURiskTrainer:
+        checkpoint_dir: str, val_risk: Risk | None = None,
+        callbacks: Sequence[TrainerCallback] = ()) -> UURiskTrainer:
     """Train with `risk`, pick the epoch by `val_risk` (default: `risk`) over the validation set, and return
     the trainer holding that epoch's model (`trainer.model`, possibly a PeftModel) and its tokenizer
-    (`trainer.processing_class`). Checkpoints are left in `checkpoint_dir` for the caller."""
+    (`trainer.processing_class`). Checkpoints are left in `checkpoint_dir` for the caller. `callbacks` are added
+    to the Trainer's (bench/gpu_smoke.py times the steps with one)."""
     for name, labels in (("train", train_pseudo), ("validation", val_pseudo)):
         if len({int(y) for y in labels}) < 2:
             raise MissingPseudoClassError(f"the {name} set must hold both pseudo-classes")
@@ -276,7 +278,7 @@ def fit(model_name_or_path: str, train_texts: Sequence[str], train_pseudo: Seque
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=val_risk_metric(val_risk or risk),
-        callbacks=[_ValRiskLogger()],
+        callbacks=[_ValRiskLogger(), *callbacks],
         risk=risk,
     )
     trainer.train()
