@@ -49,7 +49,7 @@ def setup(base: Path) -> list[str]:
     annotator = build_tiny_llama(base / "annotator", extra_tokens=JUDGE_TOKENS)
     classifier = {"dataset_path": str(data), "model_name_or_path": policy, "max_length": 64, "head_epochs": 5}
     overrides = {
-        "refine_overrides": {**classifier, "num_labeled": 30, "annotator": {
+        "refine_overrides": {**classifier, "num_labeled": 30, "round_selection": "last", "annotator": {
             "model_name_or_path": annotator, "dtype": "float32", "batch_size": 8, "num_demonstrations": 4,
             "max_prompt_tokens": 16, "max_response_tokens": 32, "threshold_quantile": 0.5}},
         "judge_overrides": classifier,

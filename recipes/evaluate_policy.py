@@ -13,9 +13,9 @@ alignment.evaluate.compare_runs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from refinement.cli import log_beside, run_recipe, start_recipe
+from refinement.cli import clear_unset, log_beside, option, run_recipe, start_recipe
 
 start_recipe()  # before any Hugging Face library is imported
 
@@ -24,11 +24,6 @@ from alignment.prompts import load_xstest, prompt_set, sample_prompts
 from alignment.trl_api import TrlParser
 
 _OPTIONAL = ("judge", "refusal_judge", "reward_model", "reference", "prompt_split", "xstest_path")
-
-
-def option(default, text: str):
-    """A dataclass field with command-line help text."""
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
@@ -50,10 +45,7 @@ class EvaluatePolicyConfig:
     num_xstest: int | None = 20
 
     def __post_init__(self):
-        for name in _OPTIONAL:  # the command line cannot spell None for a string field
-            value = getattr(self, name)
-            if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
-                setattr(self, name, None)
+        clear_unset(self, _OPTIONAL)  # the command line cannot spell None for a string field
 
 
 def main(args: EvaluatePolicyConfig, sampling: SamplingConfig | None = None) -> dict:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from refinement.cli import run_log, run_recipe, start_recipe
+from refinement.cli import run_log, run_recipe, start_recipe, unset
 
 start_recipe()  # before any Hugging Face library is imported
 
@@ -54,21 +54,16 @@ def parse_models(entries: list[str] | None) -> dict[str, str]:
     return models
 
 
-def given(path: str | None) -> bool:
-    """A data path to use; None, "" and "None" (what the command line passes for None) skip the set."""
-    return bool(path) and path.lower() != "none"
-
-
 def main(args: EvaluateConfig, command: str | None = None) -> dict:
     if not args.output_dir:
         raise SystemExit("--output_dir is required (in the YAML or on the command line)")
     models = parse_models(args.models)
-    pairs = [load_pairs(args.hh_rlhf_path, "hh_rlhf_harmless", args.max_items)] if given(args.hh_rlhf_path) else []
+    pairs = [load_pairs(args.hh_rlhf_path, "hh_rlhf_harmless", args.max_items)] if not unset(args.hh_rlhf_path) else []
     labelled = []
-    if given(args.beavertails_path):
+    if not unset(args.beavertails_path):
         labelled.append(load_labelled(args.beavertails_path, "beavertails_test", args.beavertails_split,
                                       max_items=args.max_items))
-    if given(args.xstest_dir):
+    if not unset(args.xstest_dir):
         labelled.append(load_xstest(args.xstest_dir, "xstest", args.max_items))
     if not pairs and not labelled:
         raise SystemExit("every evaluation set is switched off; give at least one data path")

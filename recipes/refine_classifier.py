@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from refinement.cli import run_log, run_recipe, start_recipe
+from refinement.cli import log_beside, run_recipe, start_recipe
 
 start_recipe()  # before any Hugging Face library is imported
 
@@ -41,4 +41,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    run_recipe(main, make_parser().parse_args_and_config, log_file=run_log)
+    run_recipe(main, make_parser().parse_args_and_config, log_file=log_beside)

@@ -7,8 +7,9 @@ A recipe ends with::
         run_recipe(main, make_parser().parse_args_and_config, log_file=run_log)
 
 An expected error (bad data, a bad or clashing setting, priors the labels cannot support, a missing embedded-model
-package) prints ``error: <what is wrong and how to fix it>`` and exits with status 2; `--debug` or RLAIF_DEBUG=1
-shows its traceback instead. Any other exception keeps its traceback: it is a bug to report.
+package, a missing path, a read-only or full disk) prints ``error: <what is wrong and how to fix it>`` and exits
+with status 2; `--debug` or RLAIF_DEBUG=1 shows its traceback instead. Any other exception keeps its traceback:
+it is a bug to report.
 
 Under ``accelerate launch`` the recipe runs as a child process: accelerate exits with 1 whatever the child's status
 and, unless launched with ``-q``/``--quiet``, follows the child's ``error:`` line with its own CalledProcessError
@@ -16,6 +17,7 @@ traceback. ``accelerate launch -q ...`` leaves the one line.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -35,8 +37,10 @@ NOISE = (
     re.compile(r"The used dataset had no length, returning gathered tensors"),  # accelerate, once per batch
     re.compile(r"You are importing from 'trl\.experimental'"),  # PPO is pinned there on purpose
     re.compile(r"Failed to load CPU gemm_4bit_forward"),  # bitsandbytes on a CPU without the `kernels` package
+    re.compile(r"^Failed to load JSON from file"),  # datasets, before the error that refinement.data reports
 )
 # transformers' load report of a classifier built on a causal LM: the fresh `score` head the code asked for.
+HEADS = ("score.", "classifier.")
 _REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*([A-Z]+)\s*\|", re.MULTILINE)
 
 
@@ -86,7 +90,8 @@ def run_log(args) -> Path | None:
 
 
 def log_beside(args) -> Path | None:
-    """<output_dir>.log: the full log of a recipe that replaces its output folder as a whole."""
+    """<output_dir>.log: the full log of a recipe whose output folder holds only its results (replaced as a whole,
+    or, for a refinement run, only finished round folders and JSON)."""
     return Path(f"{Path(args.output_dir)}.log") if getattr(args, "output_dir", None) else None
 
 
@@ -122,8 +127,7 @@ def run_recipe(main: Callable, parse: Callable[[list[str]], tuple], *,
         try:
             parsed = parse(argv)
         except (ValueError, OSError) as err:  # the YAML and the flags are the user's input, all of it
-            raise UsageError(f"{err} (check the --config file and the flags)" if isinstance(err, OSError)
-                             else str(err)) from err
+            raise UsageError(parse_error_text(err)) from err
         path = log_file(parsed[0]) if log_file else None
         configure_logging(Path(path) if path else None, verbose=debug)
         return main(*parsed)
@@ -135,6 +139,27 @@ def run_recipe(main: Callable, parse: Callable[[list[str]], tuple], *,
         if debug:
             raise
         _exit_with(err)
+    except OSError as err:
+        if debug or not user_os_error(err):
+            raise
+        _exit_with(f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err))
+
+
+def user_os_error(err: OSError) -> bool:
+    """A file problem the user fixes: a missing or existing path named in the message, no permission, a read-only
+    or full disk, a file where a folder should be."""
+    return isinstance(err, (FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
+                            IsADirectoryError)) or err.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+def parse_error_text(err: Exception) -> str:
+    """What went wrong while reading the --config file and the flags, in the recipe user's terms."""
+    unknown = re.match(r"Unknown arguments from config file: \[(.*)\]", str(err))
+    if unknown:
+        keys = [key.strip(" '") for key in unknown.group(1).split(",") if key.strip(" '").startswith("--")]
+        return (f"the --config file has unknown key(s) {', '.join(k.removeprefix('--') for k in keys)}; "
+                "--help lists the fields")
+    return f"{err} (check the --config file and the flags)" if isinstance(err, OSError) else str(err)
 
 
 def _exit_with(err: BaseException | str):
@@ -147,11 +172,12 @@ def _exit_with(err: BaseException | str):
 
 
 def fresh_head_report(message: str) -> bool:
-    """True for a transformers LOAD REPORT whose only finding is a MISSING `score` head (newly initialised)."""
+    """True for a transformers LOAD REPORT whose only finding is a MISSING classification head (`score` of a decoder,
+    `classifier` of a BERT-like encoder): the newly initialised head the code asked for."""
     if "LOAD REPORT" not in message:
         return False
     rows = [(key, status) for key, status in _REPORT_ROW.findall(message) if key != "Key"]
-    return bool(rows) and all(key.startswith("score.") and status == "MISSING" for key, status in rows)
+    return bool(rows) and all(key.startswith(HEADS) and status == "MISSING" for key, status in rows)
 
 
 class ConsoleFilter(logging.Filter):

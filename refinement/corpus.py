@@ -91,13 +91,16 @@ def read_rows(cfg: RefineConfig, labels: bool = True) -> datasets.Dataset:
     raw = read_table(source, cfg.dataset_split)
     if not isinstance(raw, datasets.Dataset):
         raise DataError(f"{source}: expected one table of rows")
+    no_prompt = DataError(f"{source}: no '{cfg.prompt_column}' column (available: {', '.join(raw.column_names)}); "
+                          "name the prompt column with --prompt_column")
     if cfg.prompt_column in raw.column_names:  # the user's columns, renamed onto the schema
         mapping = column_map(cfg, raw.column_names, source, labels)
         return schema_rows(raw, source, column_map=mapping, adapter=cfg.dataset_adapter)
+    if cfg.prompt_column != "prompt" or cfg.dataset_adapter == "none":
+        raise no_prompt
     rows = schema_rows(raw, source, adapter=cfg.dataset_adapter, require=())  # a packaged format names them
     if "prompt" not in rows.column_names:
-        raise DataError(f"{source}: no '{cfg.prompt_column}' column (available: {', '.join(raw.column_names)}); "
-                        "name the prompt column with --prompt_column")
+        raise no_prompt
     if labels:
         round_zero_columns(cfg, rows.column_names, source)
     return rows
@@ -164,10 +167,10 @@ def corpus_from_parts(cfg: RefineConfig, parts: dict[str, datasets.Dataset], sou
         if threshold is None:
             threshold = float(np.quantile(scores["train"], cfg.score_quantile))
         pseudo = {s: scores_to_pseudo_labels(scores[s], threshold=threshold) for s in SPLITS}
-    elif "pseudo_label" in columns:
-        pseudo = {s: np.asarray(parts[s]["pseudo_label"], dtype=np.int64) for s in SPLITS}
     elif gold is not None and cfg.pseudo_label_column == cfg.label_column:
         pseudo = {s: gold[s].copy() for s in SPLITS}
+    elif "pseudo_label" in columns:
+        pseudo = {s: np.asarray(parts[s]["pseudo_label"], dtype=np.int64) for s in SPLITS}
     else:
         raise DataError(f"{source}: no round-0 labels: " + _missing_labels(cfg, columns))
     return Corpus(texts=texts, gold=gold, pseudo=pseudo, scores=scores, source=source)

@@ -91,7 +91,7 @@ def schema_rows(
         raise DataError(f"{source}: unknown adapter {adapter!r}; choose one of {ADAPTERS}")
     raw = _rename_columns(raw, column_map or {}, source)
     rows = _ADAPTER_FUNCS[_resolve_adapter(raw, adapter)](raw, source)
-    return _validate(rows, source, require)
+    return _validate(rows, source, require, {new: old for old, new in (column_map or {}).items() if old != new})
 
 
 def load_preference_pairs(source: str) -> datasets.Dataset:
@@ -171,11 +171,25 @@ def _read_local(path: str) -> datasets.Dataset:
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: file is empty")
     try:
-        return datasets.load_dataset(builder, data_files=path, split="train")
+        ds = datasets.load_dataset(builder, data_files=path, split="train")
     except Exception as exc:  # the readers raise many types (ArrowInvalid, StopIteration, generation errors)
         if _holds_zero_rows(path, builder, exc):
             raise DataError(f"{path}: file holds zero rows") from exc
-        raise DataError(f"{path}: cannot read as {builder}: {type(exc).__name__}: {exc}") from exc
+        cause = _root_cause(exc)
+        raise DataError(f"{path}: cannot read as {builder}: {type(cause).__name__}: {cause}") from exc
+    for name in ds.column_names:  # the JSON reader lets invalid UTF-8 through, to fail on the first read of it
+        try:
+            ds.data.table.column(name).validate(full=True)
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{path}: column {name!r} is not UTF-8 text; re-encode the file as UTF-8") from exc
+    return ds
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain: the reader's own complaint, not the wrapper's "an error occurred"."""
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def _holds_zero_rows(path: str, builder: str, exc: Exception) -> bool:
@@ -309,8 +323,11 @@ _ADAPTER_FUNCS = {"none": _adapt_none, "beavertails": _adapt_beavertails, "hh_rl
 # ---------------------------------------------------------------- validation
 
 
-def _validate(ds: datasets.Dataset, source: str, require: tuple[str, ...]) -> datasets.Dataset:
-    """Check every schema column and rebuild the table with canonical types."""
+def _validate(ds: datasets.Dataset, source: str, require: tuple[str, ...],
+              renamed: dict[str, str] | None = None) -> datasets.Dataset:
+    """Check every schema column and rebuild the table with canonical types; ``renamed`` (schema name -> the
+    source's column name) lets a message name the column as the user knows it."""
+    renamed = renamed or {}
     if ds.num_rows == 0:
         raise DataError(f"{source}: zero rows")
     _require_columns(ds, require, source, "")
@@ -325,10 +342,16 @@ def _validate(ds: datasets.Dataset, source: str, require: tuple[str, ...]) -> da
             columns[field] = pa.array(_check_strings(ds[field], source, field, none_as_empty=False))
     for field in _BINARY_FIELDS:
         if field in ds.column_names:
-            columns[field] = pa.array(_check_binary(ds[field], source, field), type=pa.int64())
+            columns[field] = pa.array(_check_binary(ds[field], source, _shown(field, renamed)), type=pa.int64())
     if "pseudo_score" in ds.column_names:
-        columns["pseudo_score"] = pa.array(_check_scores(ds["pseudo_score"], source), type=pa.float64())
+        columns["pseudo_score"] = pa.array(_check_scores(ds["pseudo_score"], source,
+                                                         _shown("pseudo_score", renamed)), type=pa.float64())
     return _with_columns(ds, columns, source)
+
+
+def _shown(field: str, renamed: dict[str, str]) -> str:
+    """A schema field as a message names it: 'pseudo_score' (column 'smollm2_zero_shot') when renamed."""
+    return f"{field!r}" + (f" (column {renamed[field]!r})" if field in renamed else "")
 
 
 def _is_preference_pairs(ds: datasets.Dataset) -> bool:
@@ -354,18 +377,19 @@ def _check_binary(values: list[Any], source: str, field: str) -> list[int]:
     for row, value in enumerate(values):
         valid = isinstance(value, (bool, int, float, np.integer, np.floating)) and value in (0, 1)
         if not valid:
-            raise DataError(f"{source}: field {field!r} row {row} has value {value!r}; expected 0 or 1")
+            raise DataError(f"{source}: field {field} row {row} has value {value!r}; expected 0 or 1")
         out.append(int(value))
     return out
 
 
-def _check_scores(values: list[Any], source: str) -> list[float]:
+def _check_scores(values: list[Any], source: str, field: str) -> list[float]:
     """``pseudo_score`` is a probability: a real number in [0, 1], never missing or NaN."""
     out = []
     for row, value in enumerate(values):
         number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
         if not number or math.isnan(value) or not 0.0 <= value <= 1.0:
-            raise DataError(f"{source}: field 'pseudo_score' row {row} has value {value!r}; expected [0, 1]")
+            shown = "missing (NaN)" if value is None or (number and math.isnan(value)) else repr(value)
+            raise DataError(f"{source}: field {field} row {row} is {shown}; expected a probability in [0, 1]")
         out.append(float(value))
     return out
 

@@ -1,0 +1,161 @@
+"""The whole job in one resumable run: noisy LLM labels -> refined reward -> PPO -> before/after evaluation.
+
+Stages, each one recipe's main() on its own parser's arguments (alignment.stages):
+
+  refine       recipes/refine_classifier.py, `refine_config`: the YAML's `annotator:` block judges the pairs first,
+               then robust UU refines those labels with a few gold labels -> refine/
+  export       recipes/export_reward_model.py: the refined classifier as the reward model -> reward_model/
+  judge        recipes/refine_classifier.py, `judge_config`: the evaluation judge -> judge/model. On the embedded
+               default it is trained on GOLD labels: a stand-in for a human or a strong-model judge, not the reward
+  eval_before  recipes/evaluate_policy.py on the starting policy (held-out prompts) -> eval/before/
+  ppo          recipes/safety_ppo.py, `ppo_config`, against reward_model/ -> ppo/ (ppo/model: LoRA merged)
+  eval_after   recipes/evaluate_policy.py on ppo/model, KL to the starting policy -> eval/after/
+  report       alignment.evaluate.compare_runs -> comparison/, report.md, summary.json, the tables printed
+
+output_dir also holds pipeline_config.json (the settings and every stage's arguments) and stages.json (per finished
+stage: its arguments, the finish stamps of the stages it read, seconds). A rerun skips a finished stage whose
+arguments and inputs are unchanged; an unfinished one resumes as its recipe does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from refinement.cli import fmt
+from refinement.io import distributed_state, write_json, write_text
+
+from .evaluate import compare_runs
+from .stages import (
+    Stage,
+    annotation_summary,
+    as_flags,
+    quality_text,
+    recipe_stage,
+    run_stages,
+    selected_quality,
+    timing_table,
+)
+
+OVERRIDES = ("refine_overrides", "export_overrides", "judge_overrides", "ppo_overrides", "eval_overrides")
+
+
+def evaluation_argv(args, name: str, policy: str, output_dir: Path, judge: str, reward_model: str | None) -> list[str]:
+    """recipes/evaluate_policy.py's arguments from an orchestration config's eval_* fields; eval_overrides apply
+    on top, except to the policy, the folder and the name."""
+    defaults = {"judge": judge, "reward_model": reward_model, "reference": args.policy,
+                "harmful_prompts": args.eval_harmful_prompts, "benign_prompts": args.eval_benign_prompts,
+                "prompt_split": args.eval_prompt_split, "num_harmful": args.eval_num_prompts,
+                "num_benign": args.eval_num_prompts, "max_new_tokens": args.eval_max_new_tokens,
+                "batch_size": args.eval_batch_size, "do_sample": False, "seed": args.seed}
+    fixed = {"policy": policy, "output_dir": str(output_dir), "name": name, "overwrite": True}
+    return as_flags({**fixed, **defaults, **args.eval_overrides, **fixed})
+
+
+class Pipeline:
+    def __init__(self, args):
+        self.args = args
+        self.out = Path(args.output_dir)
+        self.refine_dir, self.judge_dir = self.out / "refine", self.out / "judge"
+        self.reward_dir, self.ppo_dir = self.out / "reward_model", self.out / "ppo"
+        self.eval_dir = self.out / "eval"
+        self.judge_model = self.judge_dir / "model"
+
+    def eval_argv(self, name: str, policy: str) -> list[str]:
+        return evaluation_argv(self.args, name, policy, self.eval_dir / name, str(self.judge_model),
+                               str(self.reward_dir))
+
+    def stages(self) -> list[Stage]:
+        a, seed = self.args, str(self.args.seed)
+        refine = ["--config", a.refine_config, *as_flags(a.refine_overrides),
+                  "--output_dir", str(self.refine_dir), "--seed", seed]
+        export = ["--run_dir", str(self.refine_dir), "--output_dir", str(self.reward_dir),
+                  *as_flags(a.export_overrides)]
+        judge = ["--config", a.judge_config, *as_flags(a.judge_overrides),
+                 "--output_dir", str(self.judge_dir), "--seed", seed]
+        ppo = ["--config", a.ppo_config, "--policy", a.policy, "--reward_model", str(self.reward_dir),
+               "--evaluate", "false", "--evaluate_before", "false", *as_flags(a.ppo_overrides),
+               "--output_dir", str(self.ppo_dir), "--seed", seed]
+        evaluate = recipe_stage("evaluate_policy")
+        return [
+            Stage("refine", self.refine_dir / "summary.json", refine, recipe_stage("refine_classifier")),
+            Stage("export", self.reward_dir / "config.json", export, recipe_stage("export_reward_model"), ("refine",)),
+            Stage("judge", self.judge_model / "config.json", judge, recipe_stage("refine_classifier")),
+            Stage("eval_before", self.eval_dir / "before" / "metrics.json", self.eval_argv("before", a.policy),
+                  evaluate, ("export", "judge")),
+            Stage("ppo", self.ppo_dir / "summary.json", ppo, recipe_stage("safety_ppo"), ("export",)),
+            Stage("eval_after", self.eval_dir / "after" / "metrics.json",
+                  self.eval_argv("after", str(self.ppo_dir / "model")), evaluate, ("ppo", "export", "judge")),
+        ]
+
+    def run(self) -> dict:
+        if distributed_state().num_processes > 1:
+            raise SystemExit("the pipeline runs in one process (frozen refinement and the evaluation are "
+                             "single-process): accelerate launch --cpu --num_processes 1 ...")
+        self.out.mkdir(parents=True, exist_ok=True)
+        stages = self.stages()
+        write_json(self.out / "pipeline_config.json", {
+            "pipeline": dataclasses.asdict(self.args), "stages": {s.name: s.argv for s in stages}})
+        state, this_run = run_stages(stages, self.out / "stages.json")
+        return self.report({s.name: state[s.name] for s in stages}, this_run)
+
+    # ---------------------------------------------------------------------------------------------- report
+
+    def stage_rows(self, state: dict, this_run: dict) -> list[dict]:
+        rows = []
+        judged = annotation_summary(self.refine_dir).get("seconds")
+        for name, record in state.items():
+            rows.append({"stage": name, "seconds": record["seconds"], "this_run": this_run.get(name, "-")})
+            if name == "refine" and judged is not None:
+                rows.append({"stage": "  of which annotate (judging)", "seconds": judged, "this_run": ""})
+        return rows
+
+    def report(self, state: dict, this_run: dict) -> dict:
+        runs = [self.eval_dir / "before", self.eval_dir / "after"]
+        table = compare_runs(runs, self.out / "comparison", names=["before", "after"])
+        before, after = (json.loads((d / "metrics.json").read_text()) for d in runs)
+        refine, judge = (json.loads((d / "summary.json").read_text()) for d in (self.refine_dir, self.judge_dir))
+        ppo = json.loads((self.ppo_dir / "summary.json").read_text())
+        stage_rows = self.stage_rows(state, this_run)
+        timing = timing_table(stage_rows)
+        total = sum(record["seconds"] for record in state.values())
+        summary = {
+            "output_dir": str(self.out), "stages": stage_rows, "total_stage_seconds": total,
+            "reward_model": {"path": str(self.reward_dir), **selected_quality(refine)},
+            "annotator": annotation_summary(self.refine_dir).get("quality", {}).get("test", {}),
+            "judge": {"path": str(self.judge_model), "labels": "gold", **selected_quality(judge)},
+            "ppo": {k: ppo.get(k) for k in ("steps", "train_seconds", "logged")},
+            "before": {g: before[g] for g in ("harmful", "benign", "overall")},
+            "after": {g: after[g] for g in ("harmful", "benign", "overall")},
+        }
+        write_json(self.out / "summary.json", summary)
+        write_text(self.out / "report.md", self.markdown(summary, table, timing, total))
+        print(f"\n{timing}\n\nstages: {total:.0f} s in all\n\n{table}\n\nreport: {self.out / 'report.md'}")
+        return summary
+
+    def markdown(self, summary: dict, table: str, timing: str, total: float) -> str:
+        reward, judge, annotator, ppo = summary["reward_model"], summary["judge"], summary["annotator"], summary["ppo"]
+        reward_series, kl_series = ppo["logged"].get("reward") or {}, ppo["logged"].get("kl") or {}
+        lines = [
+            "# Pipeline: noisy LLM labels -> refined reward -> PPO", "",
+            f"Settings: `{self.out / 'pipeline_config.json'}`; each stage's own outputs are in its folder.", "",
+            "## Stages", "", timing, "", f"Stages took {total:.0f} s in all (summed over the runs that made them).", "",
+            "## Labels and reward", "",
+            f"- annotator (round-0 labels) on the test pairs: {quality_text(annotator)}",
+            f"- reward model `{self.reward_dir}` (round {reward.get('round')}) on the test pairs: "
+            f"{quality_text(reward)}",
+            f"- evaluation judge `{self.judge_model}` on the test pairs: {quality_text(judge)}. It is trained on the "
+            "corpus's GOLD labels and stands in for a human or strong-model judge; it never saw the annotator's "
+            "labels, but a judge that shares the reward's backbone can share its blind spots.", "",
+            "## PPO", "",
+            f"{ppo['steps']} updates in {ppo['train_seconds'] or 0:.0f} s; mean score (the reward, minus the "
+            f"missing-EOS penalty for replies cut at response_length) {fmt(reward_series.get('first_half_mean'))} "
+            "(first half) -> "
+            f"{fmt(reward_series.get('second_half_mean'))} (second half); KL "
+            f"{fmt(kl_series.get('first_half_mean'))} -> {fmt(kl_series.get('second_half_mean'))}.", "",
+            "## Before and after, held-out prompts", "",
+            "Refusal phrases: `alignment.refusal.is_refusal`; harmless rate: the judge above; mean reward: the "
+            "reward model; KL: to the starting policy.", "",
+            table, "", "![before and after](comparison/comparison.png)", "",
+        ]
+        return "\n".join(lines)
