@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
               "relabel_ensemble": args.relabel_ensemble, "relabel_crossfit_folds": args.relabel_crossfit_folds,
               "prior_guard": args.prior_guard, "mode": args.mode,
               "max_train_items": args.max_train_items, "max_length": args.max_length,
-              "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs}
+              "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
+              "export_model": False}  # a sweep measures; it ships nothing
     report = [f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
               f"Backbone `{args.model}` {args.mode}" + (f", head `{args.head}`" if args.mode == "frozen" else "")
               + (f", training subset {args.max_train_items}" if args.max_train_items else "")

@@ -62,6 +62,7 @@ class RefineConfig(DatasetArguments):
     relabel_ensemble: bool = field(default=False, metadata={"help": "Relabel by the mean standardized logit of every round so far"})
     relabel_crossfit_folds: int = field(default=0, metadata={"help": "frozen mode: relabel each training item with a head fitted on the other folds (K >= 2; 0 = off)"})
     reinit_each_round: bool = field(default=True, metadata={"help": "lora/qlora/full: fine-tune the base model afresh every round (the paper's way); false continues from the previous round's model"})
+    export_model: bool = field(default=True, metadata={"help": "Write the shipped classifier to model/ (false: rounds and metrics only, for sweeps)"})
     patience: int = field(default=0, metadata={"help": "Stop after this many rounds without a better selection score (0 = never)."})
     cleanlab_folds: int = 5
     # Classifier

@@ -39,7 +39,8 @@ from .metrics import estimated_accuracy, label_quality, prior_matching_threshold
 from .report import write_report
 
 logger = logging.getLogger(__name__)
-RESUMABLE_CHANGES = {"num_rounds", "patience", "output_dir"}  # may differ between a run and its resume
+# may differ between a run and its resume
+RESUMABLE_CHANGES = {"num_rounds", "patience", "output_dir", "export_model"}
 VANILLA_DIR = "vanilla"  # the PN classifier of the round-0 labels, shipped when no refined round beats them
 
 
@@ -268,13 +269,13 @@ class Refinement:
             shipped = self._vanilla(backend)
             note = self.vanilla_note(rounds)
             logger.warning(note)
-        if main:
+        if main and cfg.export_model:
             self._export(backend, shipped)
         summary = {"config": cfg.to_dict(), "rounds": rounds, "selected_round": selected,
                    "shipped": "refined" if selected > 0 else "vanilla", "shipped_metrics": shipped, "note": note,
                    "stopped": stopped, "feature_seconds": backend.feature_seconds,
                    "labeled_items": 0 if self.labeled_idx is None else len(self.labeled_idx),
-                   "model_dir": str(self.out / "model")}
+                   "model_dir": str(self.out / "model") if cfg.export_model else None}
         if main:
             write_json(self.out / "summary.json", summary)
             write_report(self.out, summary)

@@ -116,7 +116,9 @@ def read_round(out, index):
 
 def test_an_anchored_run_trains_round_2_on_the_combined_labels(noisy_data, noisy_rows, make_config, tmp_path):
     out = tmp_path / "anchored"
-    summary = run_refinement(make_config(noisy_data, out, num_rounds=2, num_labeled=0, relabel_anchor_weight=1.0))
+    summary = run_refinement(make_config(noisy_data, out, num_rounds=2, num_labeled=0, relabel_anchor_weight=1.0,
+                                         export_model=False))
+    assert summary["model_dir"] is None and not (out / "model").exists()  # a sweep's run ships nothing
     rows, metrics = read_round(out, 1)
     train = [r for r in rows if r["split"] == "train"]
     logits = np.array([r["logit"] for r in train])
@@ -179,3 +181,31 @@ def test_a_run_whose_sample_rates_the_annotator_best_ships_the_vanilla_classifie
     assert config["reward_source"] == "vanilla_pn" and config["export_check"]["max_abs_logit_diff"] < 1e-3
     assert config["shipped_quality"] == vanilla["quality"]
     assert "vanilla RLAIF" in (exported / "README.md").read_text()
+
+
+def test_a_fine_tuned_round_starts_from_the_base_model_unless_told_to_continue(tmp_path):
+    """With a learning rate of 0 a round's model is exactly where it started: continuing from round 1 gives round
+    2 round 1's logits, while a fresh start draws a new classification head (another seed), so they differ."""
+    import random
+
+    from tiny_models import build_tiny_llama
+
+    from refinement.config import RefineConfig
+
+    rng = random.Random(0)
+    rows = [{"prompt": f"{rng.choice(['i', 'we'])} want to {rng.choice(['bake bread', 'build a bomb'])}",
+             "response": "ok", "label": i % 2, "pseudo_label": (i % 2) if i % 4 else 1 - i % 2,
+             "split": ("train", "train", "train", "val", "test")[i % 5]} for i in range(80)]
+    data = write_jsonl(tmp_path / "tiny.jsonl", rows)
+    base = build_tiny_llama(tmp_path / "tiny")
+    logits = {}
+    for reinit in (True, False):
+        out = tmp_path / f"reinit_{reinit}"
+        run_refinement(RefineConfig(dataset_path=str(data), output_dir=str(out), model_name_or_path=base,
+                                    mode="full", loss="pn", learning_rate=0.0, num_train_epochs=1, max_length=16,
+                                    per_device_train_batch_size=8, num_rounds=2, num_labeled=0, min_delta=-1.0,
+                                    reinit_each_round=reinit, round_selection="last"))
+        logits[reinit] = [[r["logit"] for r in read_round(out, i)[0]] for i in (1, 2)]
+    assert logits[True][0] == pytest.approx(logits[False][0])        # round 1 starts from the base either way
+    assert logits[False][1] == pytest.approx(logits[False][0], abs=1e-5)
+    assert not np.allclose(logits[True][1], logits[True][0], atol=1e-3)
