@@ -66,29 +66,21 @@ def simulated_labels(rows: list[dict], regime: str, seed: int = 0) -> np.ndarray
     return np.where(rng.random(len(rows)) < flip, 1 - gold, gold)
 
 
-def scored_rows(source: Path, column: str, workdir: Path, name: str) -> str:
-    """A copy of `source` without the rows whose `column` score is missing (an annotator's demonstrations)."""
-    path = workdir / f"{name}.jsonl"
-    with open(source) as handle, open(path, "w") as out:
-        out.writelines(line for line in handle if json.loads(line).get(column) is not None)
-    return str(path)
-
-
 def regime_config(regime: str, workdir: Path, annotated: Path | None = None, annotated_demo: Path = DEMO_ANNOTATED
                   ) -> dict:
     """Dataset-related config fields of a regime (simulated ones get their own JSONL in workdir)."""
     if regime == "real":
         return {"dataset_path": str(ANNOTATIONS), "score_column": "smollm2_zero_shot", "score_quantile": 0.5}
-    if regime == "fewshot":
-        return {"dataset_path": scored_rows(ANNOTATIONS, "smollm2_4shot", workdir, "fewshot"),
-                "score_column": "smollm2_4shot", "score_quantile": 0.5}
+    if regime == "fewshot":  # its 4 demonstrations have no score
+        return {"dataset_path": str(ANNOTATIONS), "score_column": "smollm2_4shot", "score_quantile": 0.5,
+                "score_missing": "drop"}
     if regime in ("ours", "demo"):
         path = annotated if regime == "ours" else annotated_demo
         if path is None or not path.exists():
             raise SystemExit(f"regime {regime!r} needs --annotated{'_demo' if regime == 'demo' else ''} "
                              f"(an annotated.jsonl): {path}")
-        return {"dataset_path": scored_rows(path, "annotator_score", workdir, regime),
-                "score_column": "annotator_score", "score_quantile": 0.5, "pseudo_label_column": None}
+        return {"dataset_path": str(path), "score_column": "annotator_score", "score_quantile": 0.5,
+                "score_missing": "drop", "pseudo_label_column": None}
     rows = read_annotations()
     path = workdir / f"{regime}.jsonl"
     with open(path, "w") as handle:

@@ -38,6 +38,7 @@ class RefineConfig(DatasetArguments):
     score_column: str | None = field(default=None, metadata={"help": "Annotator P(harmless) to threshold at round 0."})
     score_threshold: float | None = None
     score_quantile: float | None = field(default=None, metadata={"help": "Threshold the scores at this quantile (0.5 = median)."})
+    score_missing: str = field(default="error", metadata={"help": "Rows without a score: error | drop (the items the annotator did not label, e.g. its demonstrations, are left out of the run)"})
     annotator: dict | str | None = field(default=None, metadata={"help": "Judge the pairs with an LLM first: a "
                                         "YAML block (or JSON string) of refinement.annotation.AnnotatorConfig fields"})
     split_column: str | None = field(default="split", metadata={"help": "Use this column's train/val/test split if present."})
@@ -96,7 +97,8 @@ class RefineConfig(DatasetArguments):
 
     def __post_init__(self):
         choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS,
-                   "relabel_threshold": RELABEL_THRESHOLDS, "prior_guard": PRIOR_GUARDS}
+                   "relabel_threshold": RELABEL_THRESHOLDS, "prior_guard": PRIOR_GUARDS,
+                   "score_missing": ("error", "drop")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")

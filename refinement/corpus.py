@@ -84,6 +84,15 @@ def column_map(cfg: RefineConfig, columns: list[str], source: str, labels: bool 
     return {name: target for name, target in pairs if name and name != target and name in columns}
 
 
+def drop_unscored(raw: datasets.Dataset, column: str, source: str) -> datasets.Dataset:
+    """The rows whose `column` holds a score: items the annotator did not label are left out at round 0."""
+    kept = raw.filter(lambda value: value is not None and value == value, input_columns=column).flatten_indices()
+    if len(kept) < len(raw):
+        logger.info("%s: %d of %d rows have no %r score and are left out", source, len(raw) - len(kept),
+                    len(raw), column)
+    return kept
+
+
 def read_rows(cfg: RefineConfig, labels: bool = True) -> datasets.Dataset:
     """The run's dataset in the row schema (prompt, response, label, pseudo_label, pseudo_score, ...), read once;
     with ``labels``, refused when it holds no round-0 labels."""
@@ -94,6 +103,9 @@ def read_rows(cfg: RefineConfig, labels: bool = True) -> datasets.Dataset:
     no_prompt = DataError(f"{source}: no '{cfg.prompt_column}' column (available: {', '.join(raw.column_names)}); "
                           "name the prompt column with --prompt_column")
     if cfg.prompt_column in raw.column_names:  # the user's columns, renamed onto the schema
+        score = round_zero_columns(cfg, raw.column_names, source)[0] if labels else None
+        if score and cfg.score_missing == "drop":
+            raw = drop_unscored(raw, score, source)
         mapping = column_map(cfg, raw.column_names, source, labels)
         return schema_rows(raw, source, column_map=mapping, adapter=cfg.dataset_adapter)
     if cfg.prompt_column != "prompt" or cfg.dataset_adapter == "none":

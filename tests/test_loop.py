@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import OFFLINE_ENV, REPO, import_recipe, round_folders, tree_digest, write_jsonl
 
+from refinement.corpus import load_corpus
 from refinement.data import DataError
 from refinement.io import atomic_dir
 from refinement.loop import run_refinement
@@ -449,3 +450,20 @@ def test_pn_trains_where_the_priors_cannot_define_a_uu_risk(tmp_path, noisy_rows
     trained = summary["rounds"][1]
     assert trained["priors"]["delta"] == pytest.approx(-1.0) and trained["selection_risk"] == "pn"
     assert trained["quality"]["test"]["accuracy"] < 0.5  # it fits the inverted labels: worse than chance on gold
+
+
+def test_rows_without_a_score_are_refused_or_dropped_as_configured(tmp_path, noisy_rows, make_config):
+    """An annotator leaves its demonstrations unscored: by default that is an error naming the row; with
+    score_missing=drop those rows are left out of the run and every other row keeps its score-based label."""
+    rows = [{**r, "score": 0.9 if r["pseudo_label"] else 0.1} for r in noisy_rows]
+    unscored = [i for i, r in enumerate(rows) if r["split"] == "val"][:3]
+    for i in unscored:
+        rows[i]["score"] = None
+    path = write_jsonl(tmp_path / "scored.jsonl", rows)
+    fields = {"score_column": "score", "score_threshold": 0.5, "pseudo_label_column": None}
+    with pytest.raises(DataError, match=rf"row {unscored[0]} is missing"):
+        load_corpus(make_config(path, tmp_path / "a", **fields))
+    corpus = load_corpus(make_config(path, tmp_path / "b", score_missing="drop", **fields))
+    kept = [r for i, r in enumerate(rows) if i not in unscored]
+    for split in SPLITS:
+        assert corpus.pseudo[split].tolist() == [r["pseudo_label"] for r in kept if r["split"] == split]
