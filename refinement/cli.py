@@ -39,7 +39,7 @@ NOISE = (
     re.compile(r"Failed to load CPU gemm_4bit_forward"),  # bitsandbytes on a CPU without the `kernels` package
     re.compile(r"^Failed to load JSON from file"),  # datasets, before the error that refinement.data reports
 )
-# transformers' load report of a classifier built on a causal LM: the fresh `score` head the code asked for.
+# transformers' load report of a classifier built on a backbone: the fresh head the code asked for.
 HEADS = ("score.", "classifier.")
 _REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*([A-Z]+)\s*\|", re.MULTILINE)
 
