@@ -95,9 +95,9 @@ CASES = [
         {**rows()[3], "pseudo_label": 3}]), "--score_column", "none")),
     ("a gold label that is a word", lambda t: refine(t, jsonl(t, "pairs.jsonl", [{**rows()[0], "label": "yes"}]),
                                                      "--score_column", "none")),
-    ("a NaN score", lambda t: refine(t, csv_file(t, "pairs.csv", [{**r, "smollm2_zero_shot": "nan" if i == 4
-                                                                   else 0.5} for i, r in enumerate(rows())]))),
-    ("a score outside [0, 1]", lambda t: refine(t, jsonl(t, "pairs.jsonl", rows(smollm2_zero_shot=1.7)))),
+    ("a NaN score (score_missing: error)", lambda t: refine(t, csv_file(t, "pairs.csv", [
+        {**r, "smollm2_4shot": "nan" if i == 4 else 0.5} for i, r in enumerate(rows())]), "--score_missing", "error")),
+    ("a score outside [0, 1]", lambda t: refine(t, jsonl(t, "pairs.jsonl", rows(smollm2_4shot=1.7)))),
     ("no round-0 labels (no score column, no pseudo_label)",
      lambda t: refine(t, jsonl(t, "pairs.jsonl", [{k: v for k, v in r.items() if k != "pseudo_label"}
                                                   for r in rows()]))),

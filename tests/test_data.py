@@ -428,7 +428,7 @@ def test_a_mapped_column_replaces_one_of_the_target_name(tmp_path):
 
 
 def corpus_from_yaml(path, *flags: str):
-    """load_corpus with the shipped cpu_minilm.yaml (score_column: smollm2_zero_shot, score_quantile: 0.5)."""
+    """load_corpus with the shipped cpu_minilm.yaml (score_column: smollm2_4shot, score_quantile: 0.5)."""
     from conftest import REPO
 
     from alignment.trl_api import TrlParser
@@ -456,7 +456,7 @@ def test_a_file_with_its_own_pseudo_label_works_with_a_config_naming_another_sco
     with caplog.at_level("INFO", logger="refinement.corpus"):
         corpus = corpus_from_yaml(path)
     assert np.array_equal(corpus.pseudo["train"], corpus.gold["train"])  # the file's pseudo_label, as given
-    assert "no column 'smollm2_zero_shot' (score_column); round-0 labels: its 'pseudo_label' column" in caplog.text
+    assert "no column 'smollm2_4shot' (score_column); round-0 labels: its 'pseudo_label' column" in caplog.text
 
 
 def test_a_score_column_the_data_has_wins_over_pseudo_label_unless_none(tmp_path):
@@ -474,7 +474,7 @@ def test_missing_round_zero_labels_name_the_column_what_the_data_has_and_the_fix
     with pytest.raises(DataError) as err:
         corpus_from_yaml(path)
     assert str(err.value) == (
-        f"{path}: no round-0 labels: the data has no 'smollm2_zero_shot' (score_column) and no 'pseudo_label' "
+        f"{path}: no round-0 labels: the data has no 'smollm2_4shot' (score_column) and no 'pseudo_label' "
         "(pseudo_label_column) column; it has prompt, response, split, label, my_score: pass --score_column <column> "
         "with --score_quantile 0.5 (or --score_threshold), add a pseudo_label column, or judge the pairs with an "
         "annotator: block")

@@ -87,5 +87,5 @@ def test_the_readme_example_runs_on_a_file_that_brings_its_own_pseudo_label(tmp_
     assert "round-0 labels: its 'pseudo_label' column" in done.stderr
     assert "selected round" in done.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["score_column"] == "smollm2_zero_shot" and len(summary["rounds"]) == 3
+    assert summary["config"]["score_column"] == "smollm2_4shot" and len(summary["rounds"]) == 3
     assert "round-0 labels" in (tmp_path / "mine.log").read_text()  # the full log, beside the run folder
