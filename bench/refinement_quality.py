@@ -1,7 +1,7 @@
 """Refinement quality: robust UU vs UU, nnUU, PN, cleanlab and a gold-supervised bound, round by round.
 
     python bench/refinement_quality.py                       # the default regimes, 3 seeds (tens of minutes)
-    python bench/refinement_quality.py --regimes skewed --seeds 0 --relabel_anchor_weight 0.5
+    python bench/refinement_quality.py --regimes skewed --seeds 0 --relabels plain anchor=0.5 crossfit=2 ensemble
 
 Regimes (BeaverTails: the 3,019 pairs of ../shared/data/annotations, split as there):
   real      SmolLM2-135M zero-shot scores at the training median: labels at chance (AUC 0.545), which the
@@ -121,8 +121,27 @@ def self_refinement_row(annotated: Path) -> list[str]:
         scores = np.array([np.nan if r[column] is None else r[column] for r in rows])
         threshold = np.nanmedian(scores[split == "train"])
         accuracy = float(np.mean((scores[split == "test"] > threshold) == gold[split == "test"]))
-        out.append(f"| {name} | – | – | {accuracy:.3f} | – | – | – | – | – | no training | – |")
+        out.append(f"| {name} | – | – | – | {accuracy:.3f} | – | – | – | – | – | no training | – |")
     return out
+
+
+def relabel_fields(spec: str) -> dict:
+    """RefineConfig relabelling fields of a variant: `default` (the config's defaults), `plain` (the classifier's
+    own labels), `anchor=W`, `crossfit=K`, `ensemble`, or several joined by '+' (e.g. `anchor=0.5+ensemble`)."""
+    if spec == "default":
+        return {}
+    fields = {"relabel_anchor_weight": 0.0, "relabel_ensemble": False, "relabel_crossfit_folds": 0}
+    for part in spec.split("+"):
+        name, _, value = part.partition("=")
+        if name == "anchor" and value:
+            fields["relabel_anchor_weight"] = float(value)
+        elif name == "crossfit" and value:
+            fields["relabel_crossfit_folds"] = int(value)
+        elif name == "ensemble" and not value:
+            fields["relabel_ensemble"] = True
+        elif name != "plain":
+            raise SystemExit(f"--relabels {spec!r}: use default, plain, anchor=W, crossfit=K, ensemble, joined by +")
+    return fields
 
 
 def mean_std(values: list[float]) -> str:
@@ -143,27 +162,29 @@ def table(regime: str, results: dict, gold: list[dict]) -> list[str]:
             "ours": " (our SmolLM2 annotations)", "demo": " (demo corpus, SmolLM2 4-shot)"}.get(
         regime, " (simulated labels)")
     lines = [f"### {regime}{kind}", "",
-             "| method | priors | round 0 acc / AUC | shipped acc | shipped AUC | best round | last round | "
+             "| method | relabel | priors | round 0 acc / AUC | shipped acc | shipped AUC | best round | last round | "
              "gap closed | test acc per round (mean) | runs | s/round |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (method, priors), runs in results.items():
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (method, relabel, priors), runs in results.items():
         ok = [r for r in runs if "refused" not in r]
         if not ok:
-            lines.append(f"| {method} | {priors} | – | – | – | – | – | – | – | {len(runs)}/{len(runs)} refused | – |")
+            lines.append(f"| {method} | {relabel} | {priors} | – | – | – | – | – | – | – | "
+                         f"{len(runs)}/{len(runs)} refused | – |")
             continue
         initial, initial_auc = ok[0]["test_per_round"][0], ok[0]["auc_per_round"][0]
         selected = [r["selected"] for r in ok]
         gap = (np.mean(selected) - initial) / (gold_acc - initial) if gold_acc != initial else float("nan")
         stopped = sum(r["stopped"] is not None for r in ok)
         vanilla = sum(r["shipped"] == "vanilla" for r in ok)
+        auc = "–" if initial_auc is None else f"{initial_auc:.3f}"
         lines.append(
-            f"| {method} | {priors} | {initial:.3f} / {'–' if initial_auc is None else f'{initial_auc:.3f}'} | "
+            f"| {method} | {relabel} | {priors} | {initial:.3f} / {auc} | "
             f"{mean_std(selected)} | {mean_std([r['selected_auc'] for r in ok])} | "
             f"{mean_std([r['best'] for r in ok])} | {mean_std([r['last'] for r in ok])} | {gap:.0%} | "
             f"{' '.join(f'{x:.3f}' for x in per_round_mean(ok))} | "
             f"{len(runs) - len(ok)}/{len(runs)} refused, {stopped} stopped early, {vanilla} shipped vanilla | "
             f"{np.mean([r['seconds_per_round'] for r in ok]):.2f} |")
-    lines += [f"| gold-supervised | – | – | {mean_std([g['selected'] for g in gold])} | "
+    lines += [f"| gold-supervised | – | – | – | {mean_std([g['selected'] for g in gold])} | "
               f"{mean_std([g['selected_auc'] for g in gold])} | – | – | 100% | – | – | "
               f"{np.mean([g['seconds_per_round'] for g in gold]):.2f} |", ""]
     refusals = sorted({r["refused"].split(". ")[0] for runs in results.values() for r in runs if "refused" in r})
@@ -179,11 +200,11 @@ def plot(regime: str, results: dict, gold: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for (method, priors), runs in results.items():
+    for (method, relabel, priors), runs in results.items():
         ok = [r for r in runs if "refused" not in r]
         if ok:
             series = per_round_mean(ok)
-            ax.plot(range(len(series)), series, marker="o", label=f"{method}, {priors}")
+            ax.plot(range(len(series)), series, marker="o", label=f"{method}, {relabel}, {priors}")
     ax.axhline(float(np.mean([g["selected"] for g in gold])), color="black", ls="--", lw=1, label="gold-supervised")
     ax.set(xlabel="round (0 = annotator's labels)", ylabel="test accuracy (gold)",
            title=f"{regime}: accuracy per round")
@@ -205,9 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--feature_layer", type=int, default=None)
     parser.add_argument("--round_selection", default="labeled")
     parser.add_argument("--relabel_threshold", default="zero", help="zero | prior")
-    parser.add_argument("--relabel_anchor_weight", type=float, default=0.0)
-    parser.add_argument("--relabel_ensemble", action="store_true")
-    parser.add_argument("--relabel_crossfit_folds", type=int, default=0)
+    parser.add_argument("--relabels", nargs="+", default=["default"],
+                        help="relabelling variants: default, plain, anchor=W, crossfit=K, ensemble, joined by +")
     parser.add_argument("--prior_guard", default="interval", help="interval | point")
     parser.add_argument("--mode", default="frozen", help="frozen | lora | qlora | full")
     parser.add_argument("--max_train_items", type=int, default=None, help="seeded training subset (lora on CPU)")
@@ -225,8 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     common = {"model_name_or_path": args.model, "head": args.head, "feature_layer": args.feature_layer,
               "split_column": "split", "num_rounds": args.num_rounds, "round_selection": args.round_selection,
-              "relabel_threshold": args.relabel_threshold, "relabel_anchor_weight": args.relabel_anchor_weight,
-              "relabel_ensemble": args.relabel_ensemble, "relabel_crossfit_folds": args.relabel_crossfit_folds,
+              "relabel_threshold": args.relabel_threshold,
               "prior_guard": args.prior_guard, "mode": args.mode,
               "max_train_items": args.max_train_items, "max_length": args.max_length,
               "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
@@ -235,8 +254,7 @@ def main(argv: list[str] | None = None) -> None:
               f"Backbone `{args.model}` {args.mode}" + (f", head `{args.head}`" if args.mode == "frozen" else "")
               + (f", training subset {args.max_train_items}" if args.max_train_items else "")
               + f", {args.num_rounds} rounds, seeds {args.seeds}, round selection `{args.round_selection}`, "
-              f"relabel threshold `{args.relabel_threshold}`, anchor weight {args.relabel_anchor_weight}, "
-              f"ensemble {args.relabel_ensemble}, cross-fit folds {args.relabel_crossfit_folds}, "
+              f"relabel threshold `{args.relabel_threshold}`, relabelling {args.relabels}, "
               f"prior guard `{args.prior_guard}`.", ""]
     everything, golds = {}, {}
     for regime in args.regimes:
@@ -250,13 +268,16 @@ def main(argv: list[str] | None = None) -> None:
             everything[f"gold_{dataset}"] = golds[dataset]
         results = {}
         for method in args.methods:
-            for num_labeled in args.num_labeled:
-                key = (method, "oracle" if num_labeled == 0 else f"{num_labeled} labels")
-                results[key] = [run_one({**common, **data, "loss": method, "num_labeled": num_labeled, "seed": s,
-                                         "output_dir": str(out / regime / method / f"n{num_labeled}_seed{s}")})
-                                for s in args.seeds]
+            for spec in args.relabels:
+                for num_labeled in args.num_labeled:
+                    key = (method, spec, "oracle" if num_labeled == 0 else f"{num_labeled} labels")
+                    folder = out / regime / method / spec
+                    results[key] = [run_one({**common, **data, **relabel_fields(spec), "loss": method,
+                                             "num_labeled": num_labeled, "seed": s,
+                                             "output_dir": str(folder / f"n{num_labeled}_seed{s}")})
+                                    for s in args.seeds]
                 print(regime, key, [r.get("selected", "refused") for r in results[key]], flush=True)
-        everything[regime] = {f"{m}|{p}": v for (m, p), v in results.items()}
+        everything[regime] = {"|".join(key): v for key, v in results.items()}
         report += table(regime, results, golds[dataset])
         report += [f"![{regime}: test accuracy per round]({regime}.png)", ""]
         plot(regime, results, golds[dataset], out / f"{regime}.png")
