@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from alignment.prompts import Prompt
 from alignment.refusal import is_refusal
+from refinement.cli import fmt as _fmt
 from refinement.data import format_example
 from refinement.embedded import resolve_model
 from refinement.io import atomic_dir, distributed_state, save_figure, write_json, write_text
@@ -344,10 +345,6 @@ def write_run(output_dir: Path, metrics: dict, items: Sequence[dict], overwrite:
         write_json(tmp / "metrics.json", metrics)
         plot_runs([metrics], tmp / "metrics.png")
         write_text(tmp / "report.md", run_report(metrics))
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def headline_table(runs: Sequence[dict]) -> str:

@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from alignment.prompts import Prompt, build_rl_mix, prompt_set, sample_prompts, to_dataset
 from alignment.refusal import is_refusal
+from refinement.cli import clear_unset, fmt, option
 from refinement.embedded import resolve_model
 from refinement.io import atomic_dir, write_json, write_text
 from reward.lagrangian import COSTS, LagrangeMultiplier, LagrangianCallback, LagrangianReward
@@ -52,11 +53,6 @@ LOGGED = {"ppo": {"reward": "objective/scores", "kl": "objective/kl"},
           "rloo": {"reward": "reward", "kl": "kl"}}
 # Tokens that can stand in for a pad token when a chat model pads with its eos (SmolLM2, Llama 3).
 PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|endoftext|>", "<pad>")
-
-
-def option(default, text: str, **kwargs):
-    """A dataclass field with command-line help text."""
-    return field(default=default, metadata={"help": text}, **kwargs)
 
 
 @dataclass
@@ -111,10 +107,7 @@ class RLScriptArguments:
                                            "lagrangian_task_reward": TASK_REWARDS, "cost": COSTS}
 
     def __post_init__(self):
-        for name in self.NULLABLE:  # the command line cannot spell None for a string field
-            value = getattr(self, name)
-            if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
-                setattr(self, name, None)
+        clear_unset(self, self.NULLABLE)
         for name, choices in self.CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(map(str, choices))}")
@@ -436,13 +429,9 @@ class RLRun:
                 parts.append(f"{label} {series['last']:.4g}")
         if "eval" in summary:
             after = summary["eval"]["after"]
-            parts.append(f"eval: harmless rate on harmful prompts {_fmt(after['harmful']['harmless_rate'])}, "
-                         f"refusals on benign prompts {_fmt(after['benign']['refusal_rate_phrases'])}")
+            parts.append(f"eval: harmless rate on harmful prompts {fmt(after['harmful']['harmless_rate'])}, "
+                         f"refusals on benign prompts {fmt(after['benign']['refusal_rate_phrases'])}")
         return "; ".join(parts) + f"; outputs in {self.training_args.output_dir}"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def requested_value(argv: Sequence[str], name: str, default: str) -> str:

@@ -1,4 +1,4 @@
-"""Issue 6's benchmark: generative self-refinement with robust UU vs the same loop rewarding the raw self-judgements.
+"""Generative self-refinement with robust UU vs the same loop rewarding the raw self-judgements.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/generative_refinement.py --num_rounds 3
 
@@ -19,21 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-
-import generative_refinement  # noqa: E402  (recipes/generative_refinement.py)
 
 from alignment.self_refinement import COLUMNS, format_value, plot_rounds  # noqa: E402
+from alignment.stages import run_recipe_main  # noqa: E402
 
 YAML = "recipes/configs/generative/cpu_smollm2.yaml"
 ARMS = {"uu": "refined", "no_uu": "self_judgement"}
-BENIGN_REFUSAL_RISE = 0.10  # issue 6's bound
+BENIGN_REFUSAL_RISE = 0.10  # the most benign refusals may rise, in points / 100
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
@@ -49,8 +45,7 @@ def run_arm(args, extra: list[str], arm: str, judge: str | None) -> dict:
             "--seed", str(args.seed), "--output_dir", str(Path(args.out) / arm)]
     if judge:
         argv += ["--judge_model", judge]
-    (config,) = generative_refinement.make_parser().parse_args_and_config(argv)
-    return generative_refinement.main(config)
+    return run_recipe_main("generative_refinement", argv)
 
 
 def targets(uu: list[dict], no_uu: list[dict]) -> list[dict]:
@@ -75,7 +70,7 @@ def markdown(records: dict, goals: list[dict], settings: dict, seconds: dict) ->
     for label, key in COLUMNS:
         for arm in ARMS:
             lines.append(f"| {label} | {arm} | " + " | ".join(format_value(r.get(key)) for r in records[arm]) + " |")
-    lines += ["", "| issue 6 target | measured | |", "|---|---|---|"]
+    lines += ["", "| target | measured | |", "|---|---|---|"]
     lines += [f"| {g['target']} | {g['value']} | {'met' if g['met'] else 'not met'} |" for g in goals]
     lines += ["", f"{YAML}, seed {settings['seed']}, extra flags {settings['extra'] or 'none'}. Round 0 is the "
               "starting policy. Accuracies and harmless rates are agreement with the judge (GOLD-trained on the demo "

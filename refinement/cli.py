@@ -80,8 +80,8 @@ def clear_unset(config, names: Sequence[str]) -> None:
 
 
 def fmt(value, digits: int = 3) -> str:
-    """A number for a report table; "-" when it is missing."""
-    return "-" if value is None else f"{value:.{digits}f}"
+    """A number for a report table to `digits` places; anything else (None, a missing field) as a dash."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
 
 def run_log(args) -> Path | None:

