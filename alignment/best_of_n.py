@@ -84,13 +84,22 @@ def load_or_sample(output_dir: Path, policy: str, prompts: Sequence[Prompt], n: 
     return replies, time.perf_counter() - started
 
 
+def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC AUC of `scores` against binary `labels` (None when only one class is present)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=bool).ravel()
+    return float(roc_auc_score(labels, np.asarray(scores).ravel())) if 0 < labels.sum() < labels.size else None
+
+
 def arm_table(outcomes: Mapping[str, Mapping[int, dict]]) -> str:
     """Markdown: one row per (arm, k) with every rate and its 95% interval."""
     lines = ["| arm | k | harmless rate, harmful (judge) | Δ vs random (paired) | refusals, harmful (phrases) | "
              "refusals, benign (phrases) |", "|---|---|---|---|---|---|"]
     for arm, by_k in outcomes.items():
         for k, row in by_k.items():
-            lines.append(f"| {arm} | {k} | {row['harmless_harmful']['text']} | {row['harmless_vs_random']['text']} | "
+            versus = "–" if row["harmless_vs_random"] is None else row["harmless_vs_random"]["text"]
+            lines.append(f"| {arm} | {k} | {row['harmless_harmful']['text']} | {versus} | "
                          f"{row['refusal_harmful']['text']} | {row['refusal_benign']['text']} |")
     return "\n".join(lines)
 
@@ -124,7 +133,7 @@ def probe_outcomes(prompts: Sequence[Prompt], harmless: np.ndarray, refusal: np.
                 random_harmless[k] = harmful_harmless
             outcomes[arm][k] = {
                 "harmless_harmful": _rate(harmful_harmless),
-                "harmless_vs_random": _difference(random_harmless[k], harmful_harmless),
+                "harmless_vs_random": None if arm == RANDOM else _difference(random_harmless[k], harmful_harmless),
                 "refusal_harmful": _rate(picked(refusal[is_harmful], picks[is_harmful])),
                 "refusal_benign": _rate(picked(refusal[~is_harmful], picks[~is_harmful])),
                 "picks": picks.tolist(),
@@ -156,6 +165,9 @@ def run_probe(policy: str, harmful: Sequence[Prompt], benign: Sequence[Prompt], 
     refusal = np.array([[is_refusal(reply) for reply in row] for row in replies])
     is_harmful = np.array([p.is_harmful for p in prompts])
     views = agreement(harmless[is_harmful].ravel().tolist(), refusal[is_harmful].ravel().tolist())
+    rankings = {name: {"auc_vs_judge": ranking_auc(s[is_harmful], harmless[is_harmful]),
+                       "auc_vs_refusal_phrases": ranking_auc(s[is_harmful], refusal[is_harmful])}
+                for name, s in scores.items()}
     result = {
         "sampled": _sampling_key(policy, prompts, n, sampling),
         "models": {**rewards, JUDGE: judge}, "thresholds": thresholds, "ks": list(ks),
@@ -163,7 +175,7 @@ def run_probe(policy: str, harmful: Sequence[Prompt], benign: Sequence[Prompt], 
         "all_replies": {"harmless_rate_harmful": float(harmless[is_harmful].mean()),
                         "refusal_rate_harmful": float(refusal[is_harmful].mean()),
                         "refusal_rate_benign": float(refusal[~is_harmful].mean()),
-                        "judge_vs_phrases_on_harmful": views},
+                        "judge_vs_phrases_on_harmful": views, "rankings_on_harmful": rankings},
         "outcomes": probe_outcomes(prompts, harmless, refusal, scores, ks,
                                    sampling.seed),
         "seconds": {"sampling": sampling_seconds, "scoring": scoring_seconds},
@@ -176,6 +188,10 @@ def run_probe(policy: str, harmful: Sequence[Prompt], benign: Sequence[Prompt], 
         write_json(tmp / "probe.json", result)
         write_text(tmp / "probe.md", probe_report(result))
     return result
+
+
+def _auc(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def probe_report(result: dict) -> str:
@@ -196,5 +212,9 @@ def probe_report(result: dict) -> str:
         f"{every['harmless_rate_harmful']:.3f}, refusal phrases on harmful {every['refusal_rate_harmful']:.3f} "
         f"and on benign {every['refusal_rate_benign']:.3f}. Judge vs refusal phrases on the {views['n']} replies to "
         f"harmful prompts: agreement {views['agreement']:.3f}, Cohen's kappa {kappa}.", "",
+        "How each model ranks the replies to harmful prompts (ROC AUC of its logit; 0.5 = no signal):", "",
+        "| model | vs the judge's verdict | vs refusal phrases |", "|---|---|---|",
+        *[f"| {name} | {_auc(r['auc_vs_judge'])} | {_auc(r['auc_vs_refusal_phrases'])} |"
+          for name, r in every["rankings_on_harmful"].items()], "",
     ]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import torch
 from test_safety_eval import BENIGN, HARMFUL, scrambled_llama, tiny_judge
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from alignment.best_of_n import best_of_n_picks, probe_outcomes, random_picks, run_probe
+from alignment.best_of_n import best_of_n_picks, probe_outcomes, random_picks, ranking_auc, run_probe
 from alignment.evaluate import SamplingConfig
 from alignment.prompts import Prompt
 from refinement.data import format_example
@@ -30,6 +30,12 @@ def test_picks_by_hand():
     assert set(picks.tolist()) == {0, 1, 2, 3} and (picks == random_picks(1000, 4, seed=0)).all()
 
 
+def test_ranking_auc_by_hand():
+    # positives 0.9, 0.4; negatives 0.5, 0.1: 3 of the 4 (positive, negative) pairs are ordered right
+    assert ranking_auc(np.array([0.9, 0.4, 0.5, 0.1]), np.array([1, 1, 0, 0])) == 0.75
+    assert ranking_auc(np.array([0.9, 0.4]), np.array([1, 1])) is None
+
+
 def test_outcomes_by_hand():
     prompts = [Prompt("h1", True, "t"), Prompt("h2", True, "t"), Prompt("b1", False, "t")]
     harmless = np.array([[0, 1], [0, 0], [1, 1]], dtype=bool)
@@ -42,7 +48,7 @@ def test_outcomes_by_hand():
     assert at_two["refusal_harmful"]["value"] == 1.0       # both picked replies to harmful prompts refuse
     assert at_two["refusal_benign"]["value"] == 1.0        # b1's reply 1 refuses
     assert outcomes["rm"][1]["harmless_harmful"]["value"] == 0.0  # k = 1: reply 0 everywhere
-    assert outcomes["random"][1]["harmless_vs_random"]["value"] == 0.0
+    assert outcomes["random"][1]["harmless_vs_random"] is None
     assert at_two["harmless_vs_random"]["value"] == pytest.approx(
         0.5 - outcomes["random"][2]["harmless_harmful"]["value"])
 
@@ -82,6 +88,8 @@ def test_probe_picks_the_reply_each_reward_scores_highest(models, tmp_path):
     harmless_any = np.mean([max(r["logits"]["judge"]) > 0 for r in judge_rows])
     assert result["outcomes"]["judge"][4]["harmless_harmful"]["value"] == pytest.approx(harmless_any)
     assert "| rm_a | 4 |" in (out / "probe.md").read_text()
+    rankings = result["all_replies"]["rankings_on_harmful"]
+    assert rankings["judge"]["auc_vs_judge"] in (1.0, None)  # the judge ranks its own verdicts perfectly
 
 
 def test_a_second_probe_reuses_the_replies_and_adds_an_arm(models, tmp_path):
