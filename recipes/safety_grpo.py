@@ -23,17 +23,16 @@ max_completion_length). Output: see alignment/rl.py.
 """
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import option, run_log, run_recipe, start_recipe
+
+start_recipe()  # before any Hugging Face library is imported
 
 from alignment import trl_api
-from alignment.rl import MissingEosPenalty, RLRun, RLScriptArguments, option, requested_value
+from alignment.rl import MissingEosPenalty, RLRun, RLScriptArguments, requested_value
 from alignment.trl_api import TrlParser
 
 TRAINERS = {"grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
@@ -94,5 +93,4 @@ def parse_args(argv: Sequence[str] | None = None):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    main(*parse_args())
+    run_recipe(main, parse_args, log_file=run_log)

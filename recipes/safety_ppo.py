@@ -21,17 +21,13 @@ Output: see alignment/rl.py (config.json, adapter/, model/, log_history.json, su
 """
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from dataclasses import dataclass
 
-# Offline by default, as the other recipes: HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 to
-# load Hub model ids and dataset names.
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-    os.environ.setdefault(_var, "1")
+from refinement.cli import option, run_log, run_recipe, start_recipe
 
-from alignment.rl import RLRun, RLScriptArguments, option, set_pad_token
+start_recipe()  # before any Hugging Face library is imported
+
+from alignment.rl import RLRun, RLScriptArguments, set_pad_token
 from alignment.trl_api import PPOConfig, TrlParser
 
 
@@ -95,5 +91,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    main(*make_parser().parse_args_and_config())
+    run_recipe(main, make_parser().parse_args_and_config, log_file=run_log)

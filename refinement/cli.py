@@ -119,7 +119,8 @@ def run_recipe(main: Callable, parse: Callable[[list[str]], tuple], *,
                log_file: Callable[[object], str | Path | None] | None = None,
                argv: Sequence[str] | None = None):
     """Parse the command line, set up the console and log file, run ``main(*parsed)``; an expected error ends the
-    process with one ``error:`` line and status 2. ``log_file(first parsed dataclass)`` names the full log."""
+    process with one ``error:`` line and status 2. ``log_file(config)`` names the full log, ``config`` being the first
+    parsed dataclass with an output_dir (a TRL recipe's training arguments hold it), else the first."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     argv = [arg for arg in argv if arg != DEBUG_FLAG]
@@ -128,7 +129,8 @@ def run_recipe(main: Callable, parse: Callable[[list[str]], tuple], *,
             parsed = parse(argv)
         except (ValueError, OSError) as err:  # the YAML and the flags are the user's input, all of it
             raise UsageError(parse_error_text(err)) from err
-        path = log_file(parsed[0]) if log_file else None
+        config = next((part for part in parsed if getattr(part, "output_dir", None)), parsed[0])
+        path = log_file(config) if log_file else None
         configure_logging(Path(path) if path else None, verbose=debug)
         return main(*parsed)
     except SystemExit as stop:
@@ -163,8 +165,10 @@ def parse_error_text(err: Exception) -> str:
 
 
 def _exit_with(err: BaseException | str):
+    line = error_line(err)
+    logging.getLogger(__name__).error(line, extra={"file_only": True})  # the log file says why the run stopped
     if os.environ.get("RANK", "0") == "0":  # every rank meets the same bad input: one line, from the main one
-        print(error_line(err), file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
     raise SystemExit(EXIT_USAGE)
 
 

@@ -80,6 +80,17 @@ def test_a_bad_setting_is_one_line(tmp_path, capsys):
         assert line.startswith("error: ") and expected in line
 
 
+@pytest.mark.parametrize("name, config", [("safety_ppo", "ppo"), ("safety_grpo", "grpo")])
+def test_the_rl_recipes_stop_in_one_line_and_log_into_their_output_dir(tmp_path, name, config):
+    out = tmp_path / "run"
+    done = recipe(name, "--config", f"recipes/configs/{config}/cpu_smollm2.yaml", "--output_dir", str(out),
+                  "--reward_model", str(tmp_path / "no_reward"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = error_lines(done.stderr)
+    assert line.startswith(f"error: --reward_model {tmp_path / 'no_reward'}: no exported classifier there")
+    assert line in (out / "run.log").read_text()  # the full log goes to <output_dir>/run.log
+
+
 def test_an_unexpected_error_keeps_its_traceback():
     script = ("from refinement.cli import run_recipe\n"
               "def main(n):\n    raise RuntimeError('a bug, not a bad input')\n"
