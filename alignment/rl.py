@@ -33,9 +33,11 @@ from typing import Any, ClassVar
 import datasets
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from alignment.prompts import Prompt, build_rl_mix, prompt_set, sample_prompts, to_dataset
 from alignment.refusal import is_refusal
+from alignment.trl_api import train_resumes
 from refinement.cli import clear_unset, fmt, option
 from refinement.embedded import resolve_model
 from refinement.io import atomic_dir, write_json, write_text
@@ -237,6 +239,16 @@ def series_summary(values: Sequence[float]) -> dict | None:
             "first_half_mean": mean(values[:half]), "second_half_mean": mean(values[half:])}
 
 
+def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` folder in output_dir that the Trainer finished writing, None when there is none.
+    transformers' get_last_checkpoint takes the highest N whatever its state; a run killed while saving leaves a
+    folder without trainer_state.json (the Trainer's last file), which would restart the step count at 0."""
+    folder = Path(output_dir)
+    steps = {int(path.name.rsplit("-", 1)[1]): path for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+             if path.name.rsplit("-", 1)[1].isdigit() and (path / "trainer_state.json").is_file()}
+    return str(steps[max(steps)]) if steps else None
+
+
 @dataclass
 class RLRun:
     """One RL run: settings, resolved policy, tokenizer, prompts and (with `lagrangian`) the multiplier."""
@@ -321,8 +333,17 @@ class RLRun:
     # -- training and after
 
     def train(self, trainer) -> None:
+        """Train, resuming from the newest finished checkpoint in output_dir (written every `save_steps` with
+        save_strategy steps) where the trainer can: a killed run continues where its last checkpoint left it."""
+        checkpoint = last_checkpoint(self.training_args.output_dir)
+        if checkpoint and not train_resumes(trainer):
+            logger.warning("%s cannot resume from a checkpoint: %s is ignored and training starts over from step 0",
+                           type(trainer).__name__, checkpoint)
+            checkpoint = None
+        elif checkpoint:
+            logger.info("resuming from %s", checkpoint)
         started = time.perf_counter()
-        trainer.train()
+        trainer.train(**({"resume_from_checkpoint": checkpoint} if checkpoint else {}))
         self.train_seconds = time.perf_counter() - started
 
     def finish(self, trainer, policy: torch.nn.Module) -> dict:

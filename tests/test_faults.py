@@ -4,6 +4,7 @@ tests/test_loop.py.)"""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,8 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, make_rows, write_jsonl
+from safetensors.torch import load_file
+from test_safety_rl import CPU, PPO_STEPS, TINY_LORA, logged, ppo, run_args
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
+
+from alignment.rl import last_checkpoint
+
+pytest_plugins = ["test_reward_fixtures"]  # the shared tiny reward models (fixture reward_models)
 
 ANNOTATE_YAML = REPO / "recipes" / "configs" / "annotate" / "cpu_smollm2.yaml"
 
@@ -103,3 +111,76 @@ def test_an_evaluation_killed_while_generating_keeps_the_finished_one_and_reruns
     metrics, again = (json.loads(text) for text in (before["metrics.json"], (out / "metrics.json").read_bytes()))
     assert {g: again[g] for g in ("harmful", "benign", "overall")} == \
         {g: metrics[g] for g in ("harmful", "benign", "overall")}
+
+
+def test_the_last_checkpoint_is_the_newest_one_the_trainer_finished(tmp_path):
+    assert last_checkpoint(tmp_path) is None and last_checkpoint(tmp_path / "missing") is None
+    for step, finished in ((2, True), (10, True), (12, False)):  # checkpoint-12: killed while saving
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if finished:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # 10 > 2 as numbers, not as text
+
+
+@pytest.mark.slow
+def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(reward_models, tmp_path):
+    steps = 6
+
+    def command(out: Path) -> list[str]:
+        cpu = [arg if arg != "no" else "steps" for arg in CPU]  # --save_strategy steps
+        return [sys.executable, "recipes/safety_grpo.py", "--policy", reward_models.policy, "--reward_model",
+                reward_models.rm_other, "--output_dir", str(out), "--max_prompts", "8", *cpu, *TINY_LORA,
+                "--save_steps", "1", "--per_device_train_batch_size", "4", "--num_generations", "2",
+                "--max_completion_length", "8", "--max_steps", str(steps), "--beta", "0.04", "--learning_rate",
+                "1e-3", "--activation_checkpointing", "false"]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while last_checkpoint(killed) is None:  # a finished checkpoint is on disk
+        if proc.poll() is not None:
+            pytest.fail(f"GRPO exited ({proc.returncode}) before its first checkpoint: {proc.stderr.read()!r}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("no checkpoint was written in time")
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    reached = int(Path(last_checkpoint(killed)).name.split("-")[1])
+    assert reached < steps and not (killed / "adapter").exists(), "GRPO finished before it could be killed"
+    prompts = (killed / "prompts.jsonl").read_bytes()
+    finished_state = killed / f"checkpoint-{reached}" / "trainer_state.json"
+    finished_at = finished_state.stat().st_mtime_ns
+
+    resumed = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {killed / f'checkpoint-{reached}'}" in (killed / "run.log").read_text()
+    assert finished_state.stat().st_mtime_ns == finished_at  # the steps before the kill were not trained again
+    uninterrupted = subprocess.run(command(clean), cwd=REPO, env=env, capture_output=True, text=True)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+
+    assert (killed / "prompts.jsonl").read_bytes() == prompts == (clean / "prompts.jsonl").read_bytes()
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["steps"] == steps
+    assert logged(killed, "reward") == logged(clean, "reward")  # every step's reward, the killed ones included
+    for folder, name in (("adapter", "adapter_model.safetensors"), ("model", "model.safetensors")):
+        after_kill, straight = load_file(killed / folder / name), load_file(clean / folder / name)
+        assert after_kill.keys() == straight.keys()
+        assert all(torch.equal(after_kill[key], straight[key]) for key in straight), folder
+
+
+def test_ppo_says_it_cannot_resume_and_trains_from_step_0(reward_models, tmp_path, caplog):
+    out = tmp_path / "ppo"
+    (out / "checkpoint-1").mkdir(parents=True)
+    (out / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1}')
+    argv = run_args(reward_models.policy, reward_models.rm_native, out, *PPO_STEPS, "--reward_mode", "native")
+    with caplog.at_level(logging.WARNING, logger="alignment.rl"):
+        summary = ppo.main(*ppo.make_parser().parse_args_and_config(argv))
+    assert summary["steps"] == 2 and summary["logged"]["reward"]["n"] == 2  # both steps trained again
+    (record,) = [r for r in caplog.records if r.name == "alignment.rl" and r.levelno == logging.WARNING]
+    assert record.getMessage() == (f"PPOTrainer cannot resume from a checkpoint: {out / 'checkpoint-1'} is ignored "
+                                   "and training starts over from step 0")

@@ -260,3 +260,13 @@ def test_grpo_and_rloo_take_the_vllm_fields_the_recipe_sets():
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         assert {name: defaults.get(name) for name in vllm_fields} == vllm_fields, cls.__name__
     assert is_vllm_available() is (importlib.util.find_spec("vllm") is not None)
+
+
+def test_grpo_and_rloo_can_resume_from_a_checkpoint_and_ppo_cannot():
+    """alignment.rl resumes a killed run through Trainer.train(resume_from_checkpoint=...). TRL 1.12's experimental
+    PPOTrainer overrides train() without that argument, so a PPO run starts over (README); a TRL release that adds it
+    fails here, the sign to let PPO resume too."""
+    from alignment.trl_api import GRPOTrainer, PPOTrainer, RLOOTrainer, train_resumes
+
+    assert train_resumes(GRPOTrainer) and train_resumes(RLOOTrainer)
+    assert not train_resumes(PPOTrainer)
