@@ -30,6 +30,23 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def kill_once(command: list[str], ready, what: str, env: dict, timeout: float) -> None:
+    """Start the command, SIGKILL it as soon as `ready()` is true (`what` is on disk)."""
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"exited ({proc.returncode}) before {what}: {proc.stderr.read()!r}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what} was not written in time")
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
 @pytest.mark.slow
 def test_annotation_killed_mid_run_resumes_to_the_same_labels(tmp_path):
     judge = build_tiny_llama(tmp_path / "judge", extra_tokens=JUDGE_TOKENS)
@@ -42,20 +59,9 @@ def test_annotation_killed_mid_run_resumes_to_the_same_labels(tmp_path):
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen(command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     cache = killed / "judgements.jsonl"
-    deadline = time.monotonic() + 240
-    while not (cache.exists() and len(cache.read_text().splitlines()) >= 128):  # the first chunk is on disk
-        if proc.poll() is not None:
-            pytest.fail(f"the annotation exited ({proc.returncode}) before its first chunk: {proc.stderr.read()!r}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("no chunk was written in time")
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once(command(killed), lambda: cache.exists() and len(cache.read_text().splitlines()) >= 128,
+              "its first chunk", env, timeout=240)
     assert not (killed / "annotated.jsonl").exists(), "the annotation finished before it could be killed"
     judged_before = len(cache.read_text().splitlines())
     assert judged_before < 600
@@ -137,19 +143,7 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(rewa
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen(command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while last_checkpoint(killed) is None:  # a finished checkpoint is on disk
-        if proc.poll() is not None:
-            pytest.fail(f"GRPO exited ({proc.returncode}) before its first checkpoint: {proc.stderr.read()!r}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("no checkpoint was written in time")
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once(command(killed), lambda: last_checkpoint(killed) is not None, "its first checkpoint", env, timeout=120)
     reached = int(Path(last_checkpoint(killed)).name.split("-")[1])
     assert reached < steps and not (killed / "adapter").exists(), "GRPO finished before it could be killed"
     prompts = (killed / "prompts.jsonl").read_bytes()
