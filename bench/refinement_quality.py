@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
                                              "num_labeled": num_labeled, "seed": s,
                                              "output_dir": str(folder / f"n{num_labeled}_seed{s}")})
                                     for s in args.seeds]
-                print(regime, key, [r.get("selected", "refused") for r in results[key]], flush=True)
+                    print(regime, key, [r.get("selected", "refused") for r in results[key]], flush=True)
         everything[regime] = {"|".join(key): v for key, v in results.items()}
         report += table(regime, results, golds[dataset])
         report += [f"![{regime}: test accuracy per round]({regime}.png)", ""]

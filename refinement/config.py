@@ -59,8 +59,8 @@ class RefineConfig(DatasetArguments):
     round_selection: str = field(default="labeled", metadata={"help": "labeled: ship the round (round 0 = the annotator's labels, shipped as a PN classifier of them) the labeled sample (or the oracle) rates best | last: the last trained round"})
     relabel_threshold: str = field(default="zero", metadata={"help": "zero: harmless iff g > 0 | prior: the "
                                    "threshold that labels a share pi of the training corpus harmless"})
-    relabel_anchor_weight: float = field(default=0.0, metadata={"help": "Relabel by z(classifier) + w * z(annotator's round-0 score, or its labels when the data has no score); 0 = off"})
-    relabel_ensemble: bool = field(default=False, metadata={"help": "Relabel by the mean standardized logit of every round so far"})
+    relabel_anchor_weight: float = field(default=0.5, metadata={"help": "Relabel by z(classifier) + w * z(annotator's round-0 score, or its labels when the data has no score); 0 = off. With relabel_ensemble, the measured best on frozen features (docs/results.md)"})
+    relabel_ensemble: bool = field(default=True, metadata={"help": "Relabel by the mean standardized logit of every round so far (plus the anchor); false = this round's logit only"})
     relabel_crossfit_folds: int = field(default=0, metadata={"help": "frozen mode: relabel each training item with a head fitted on the other folds (K >= 2; 0 = off)"})
     reinit_each_round: bool = field(default=True, metadata={"help": "lora/qlora/full: fine-tune the base model afresh every round (the paper's way); false continues from the previous round's model"})
     export_model: bool = field(default=True, metadata={"help": "Write the shipped classifier to model/ (false: rounds and metrics only, for sweeps)"})

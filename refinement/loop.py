@@ -266,13 +266,13 @@ class Refinement:
             shipped = next(r for r in rounds if r["round"] == selected)
             note = f"shipping round {selected}, the refined classifier the labeled sample rates best"
         else:
-            shipped = self._vanilla(backend)
-            note = self.vanilla_note(rounds)
+            shipped, note = self._vanilla_or_best_round(backend, rounds)
             logger.warning(note)
         if main and cfg.export_model:
             self._export(backend, shipped)
-        summary = {"config": cfg.to_dict(), "rounds": rounds, "selected_round": selected,
-                   "shipped": "refined" if selected > 0 else "vanilla", "shipped_metrics": shipped, "note": note,
+        summary = {"config": cfg.to_dict(), "rounds": rounds, "selected_round": shipped["round"],
+                   "shipped": "vanilla" if shipped.get("vanilla") else "refined", "shipped_metrics": shipped,
+                   "note": note,
                    "stopped": stopped, "feature_seconds": backend.feature_seconds,
                    "labeled_items": 0 if self.labeled_idx is None else len(self.labeled_idx),
                    "model_dir": str(self.out / "model") if cfg.export_model else None}
@@ -296,6 +296,20 @@ class Refinement:
         return (f"the labeled sample rates the annotator's own labels ({base:.3f}) at least as high as every refined "
                 f"round (best: round {best['round']}, {best['selection_score']:.3f}): shipping the PN classifier "
                 "of the annotator's labels (vanilla RLAIF), not a refined round")
+
+    def _vanilla_or_best_round(self, backend, rounds: list[dict]) -> tuple[dict, str]:
+        """Round 0 rated best: the PN classifier of its labels ships, unless the labeled sample rates that
+        classifier's own labels below the best refined round's (a PN head can lose what its labels had, e.g. on
+        labels skewed to one class); then that round ships. Never a classifier the run measured as worse."""
+        vanilla = self._vanilla(backend)
+        trained = [r for r in rounds if r["round"] > 0 and r.get("selection_score") is not None]
+        best = max(trained, key=lambda r: (r["selection_score"], -r["round"]), default=None)
+        score = vanilla.get("selection_score")
+        if best is None or score is None or score >= best["selection_score"]:
+            return vanilla, self.vanilla_note(rounds)
+        return best, (f"the labeled sample rates the annotator's own labels ({rounds[0]['selection_score']:.3f}) "
+                      f"best, but the PN classifier of them at {vanilla['selection_score']:.3f}, below round "
+                      f"{best['round']} ({best['selection_score']:.3f}): shipping round {best['round']}")
 
     def _vanilla(self, backend) -> dict:
         """The PN classifier of the round-0 labels in vanilla/ (trained once; a rerun reads it back)."""

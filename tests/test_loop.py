@@ -46,7 +46,9 @@ def train_positions(rows: list[dict]) -> list[int]:
 @pytest.fixture(scope="module")
 def three_rounds(tmp_path_factory, noisy_data, make_config):
     out = tmp_path_factory.mktemp("three_rounds") / "run"
-    cfg = make_config(noisy_data, out, head="mlp", num_rounds=3, num_labeled=50)
+    # plain relabelling: each round's labels are its classifier's own (the anchored default is tested elsewhere)
+    cfg = make_config(noisy_data, out, head="mlp", num_rounds=3, num_labeled=50, relabel_anchor_weight=0.0,
+                      relabel_ensemble=False)
     return out, cfg, run_refinement(cfg)
 
 
@@ -134,7 +136,8 @@ def test_same_config_resume_recomputes_nothing(three_rounds, make_config):
     round folder byte-identical and reports the same rounds."""
     out, cfg, summary = three_rounds
     before = {name: tree_digest(out / name) for name in round_folders(out)}
-    again = run_refinement(make_config(cfg.dataset_path, out, head="mlp", num_rounds=3, num_labeled=50))
+    again = run_refinement(make_config(cfg.dataset_path, out, head="mlp", num_rounds=3, num_labeled=50,
+                                       relabel_anchor_weight=0.0, relabel_ensemble=False))
     assert {name: tree_digest(out / name) for name in round_folders(out)} == before
     assert again["selected_round"] == summary["selected_round"]
     assert [without_seconds(r) for r in again["rounds"]] == [without_seconds(r) for r in summary["rounds"]]
@@ -164,12 +167,13 @@ def test_resume_with_another_config_is_refused(three_rounds, make_config):
     out, cfg, _ = three_rounds
     before = tree_digest(out)
     with pytest.raises(ValueError, match=r"\(loss differ\)"):
-        run_refinement(make_config(cfg.dataset_path, out, head="mlp", num_rounds=4, num_labeled=50, loss="uu"))
+        run_refinement(make_config(cfg.dataset_path, out, head="mlp", num_rounds=4, num_labeled=50, loss="uu",
+                                   relabel_anchor_weight=0.0, relabel_ensemble=False))
     assert tree_digest(out) == before
     assert not (out / "round_04").exists()
     with pytest.raises(ValueError, match=r"\(head_epochs differ\)"):
         run_refinement(make_config(cfg.dataset_path, out, head="mlp", num_rounds=3, num_labeled=50,
-                                   head_epochs=16))
+                                   head_epochs=16, relabel_anchor_weight=0.0, relabel_ensemble=False))
     assert tree_digest(out) == before
 
 

@@ -40,7 +40,8 @@ def test_a_run_with_prior_threshold_relabels_a_share_pi_and_ships_its_threshold(
     from refinement.loop import run_refinement
 
     out = tmp_path / "out"
-    summary = run_refinement(make_config(noisy_data, out, num_rounds=1, num_labeled=0, relabel_threshold="prior"))
+    summary = run_refinement(make_config(noisy_data, out, num_rounds=1, num_labeled=0, relabel_threshold="prior",
+                                         round_selection="last", relabel_anchor_weight=0.0, relabel_ensemble=False))
     trained = summary["rounds"][1]
     assert trained["positive_rate"] == pytest.approx(trained["priors"]["prior"], abs=0.01)
     relabels = [json.loads(line) for line in (out / "round_01" / "relabels.jsonl").read_text().splitlines()]
