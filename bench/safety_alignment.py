@@ -38,6 +38,7 @@ from best_of_n import build_models  # noqa: E402
 
 from alignment.evaluate import paired_rates, read_generations  # noqa: E402
 from alignment.intervals import mean_interval  # noqa: E402
+from alignment.stages import as_flags  # noqa: E402
 
 POLICY = "embedded:smollm2"
 YAMLS = {"grpo": "recipes/configs/grpo/cpu_smollm2.yaml", "ppo": "recipes/configs/ppo/cpu_smollm2.yaml"}
@@ -59,20 +60,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_new_tokens", type=int, default=48, help="greedy evaluation reply length")
     p.add_argument("--out", default="runs/bench_safety_alignment")
     return p.parse_args(argv)
-
-
-def as_flags(values: dict) -> list[str]:
-    """`--name value` pairs for a recipe parser (booleans true/false, lists as several values, None as none)."""
-    argv = []
-    for name, value in values.items():
-        argv.append(f"--{name}")
-        if isinstance(value, bool):
-            argv.append(str(value).lower())
-        elif isinstance(value, (list, tuple)):
-            argv += [str(v) for v in value]
-        else:
-            argv.append("none" if value is None else str(value))
-    return argv
 
 
 def evaluate(args, models: dict, policy: str, out: Path, seed: int = 0) -> Path:
