@@ -299,16 +299,18 @@ class Refinement:
 
     def _vanilla_or_best_round(self, backend, rounds: list[dict]) -> tuple[dict, str]:
         """Round 0 rated best: the PN classifier of its labels ships, unless the labeled sample rates that
-        classifier's own labels below the best refined round's (a PN head can lose what its labels had, e.g. on
-        labels skewed to one class); then that round ships. Never a classifier the run measured as worse."""
+        classifier's own labels below the best refined round's by more than a standard error of an accuracy on
+        it (a PN head can lose what its labels had, e.g. on labels skewed to one class); then that round ships."""
         vanilla = self._vanilla(backend)
         trained = [r for r in rounds if r["round"] > 0 and r.get("selection_score") is not None]
         best = max(trained, key=lambda r: (r["selection_score"], -r["round"]), default=None)
+        size = len(self.labeled_idx) if self.labeled_idx is not None else self.corpus.size("train")
+        margin = 0.5 / np.sqrt(size)  # the largest standard error of an accuracy measured on `size` items
         score = vanilla.get("selection_score")
-        if best is None or score is None or score >= best["selection_score"]:
+        if best is None or score is None or score >= best["selection_score"] - margin:
             return vanilla, self.vanilla_note(rounds)
         return best, (f"the labeled sample rates the annotator's own labels ({rounds[0]['selection_score']:.3f}) "
-                      f"best, but the PN classifier of them at {vanilla['selection_score']:.3f}, below round "
+                      f"best, but the PN classifier of them at {score:.3f}, more than {margin:.3f} below round "
                       f"{best['round']} ({best['selection_score']:.3f}): shipping round {best['round']}")
 
     def _vanilla(self, backend) -> dict:

@@ -154,17 +154,15 @@ def test_the_interval_rule_refuses_what_the_point_rule_lets_through(noisy_rows, 
 def test_a_run_whose_sample_rates_the_annotator_best_ships_the_vanilla_classifier(noisy_rows, make_config,
                                                                                    tmp_path, caplog):
     """Gold labels as round-0 labels: no refined round can beat them on the labeled sample, so the run ships a
-    PN classifier of them (rated above the refined rounds too), says so, marks it in the exported config and card,
-    and a rerun reuses it."""
+    PN classifier of them (rated within the sample's noise of the refined rounds), says so, marks it in the
+    exported config and card, and a rerun reuses it."""
     from conftest import tree_digest
 
     from reward.export import export_reward_model
 
     path = write_jsonl(tmp_path / "perfect.jsonl", [{**r, "pseudo_label": r["label"]} for r in noisy_rows])
     out = tmp_path / "run"
-    # seed 3: the labeled sample also rates the PN classifier of the labels (0.648) above the refined rounds
-    # (0.629, 0.613), so the vanilla classifier ships (with other seeds round 1 does: the test below)
-    cfg = make_config(path, out, num_rounds=2, seed=3)
+    cfg = make_config(path, out, num_rounds=2)
     with caplog.at_level("WARNING"):
         summary = run_refinement(cfg)
     assert summary["rounds"][0]["selection_score"] == pytest.approx(1.0)
@@ -215,8 +213,8 @@ def test_a_fine_tuned_round_starts_from_the_base_model_unless_told_to_continue(t
 
 
 def test_a_pn_classifier_rated_below_a_refined_round_is_not_shipped(noisy_rows, make_config, tmp_path):
-    """Skewed round-0 labels whose 50-item sample happens to rate them best, while the PN head of them (trained on
-    labels that call most items harmless) rates below round 1: the run ships round 1 and says why."""
+    """Round 0 rated best while the PN head of its labels rates far below round 1 (as on labels skewed to one
+    class): the run ships round 1 and says why; a gap within the sample's noise still ships the vanilla head."""
     from refinement.loop import Refinement
 
     out = tmp_path / "run"
@@ -226,7 +224,8 @@ def test_a_pn_classifier_rated_below_a_refined_round_is_not_shipped(noisy_rows, 
     (out / "vanilla").mkdir(parents=True)
     (out / "vanilla" / "metrics.json").write_text(json.dumps({"round": 0, "vanilla": True, "selection_score": 0.40}))
     shipped, note = run._vanilla_or_best_round(None, rounds)  # vanilla/ exists: no training
-    assert shipped is rounds[1] and "below round 1 (0.640): shipping round 1" in note
-    (out / "vanilla" / "metrics.json").write_text(json.dumps({"round": 0, "vanilla": True, "selection_score": 0.64}))
+    assert shipped is rounds[1] and "more than 0.071 below round 1 (0.640): shipping round 1" in note
+    # within a standard error of an accuracy on 50 labels (0.071) the vanilla classifier still ships
+    (out / "vanilla" / "metrics.json").write_text(json.dumps({"round": 0, "vanilla": True, "selection_score": 0.58}))
     shipped, note = run._vanilla_or_best_round(None, rounds)  # vanilla/ exists: no training
     assert shipped["vanilla"] and "vanilla RLAIF" in note
