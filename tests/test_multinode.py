@@ -185,4 +185,4 @@ def test_two_machine_grpo_steps(reward_models, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["accelerate"]["num_processes"] == 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "adapter", "config.json", "log_history.json", "model", "prompts.jsonl", "summary.json"]
+        "adapter", "config.json", "log_history.json", "model", "prompts.jsonl", "run.log", "summary.json"]

@@ -111,7 +111,8 @@ def test_trainer_rloo_is_read_from_the_yaml_and_the_flag_wins(reward_models, tmp
     summary = grpo.main(script_args, training_args)
     assert summary["trainer"] == "rloo" and summary["steps"] == 2
     assert json.loads((out / "config.json").read_text())["trainer"] == "rloo"
-    assert summary["logged"]["kl"]["n"] == 2 and summary["logged"]["kl"]["last"] > 0  # beta 0.04: KL measured
+    # beta 0.04: KL is measured every step (a sampled estimate of the policy's drift, so its sign can go either way)
+    assert summary["logged"]["kl"]["n"] == 2 and summary["logged"]["kl"]["last"] != 0
     with pytest.raises(SystemExit, match="needs a GRPOConfig"):
         grpo.main(grpo.GRPOScriptArguments(trainer="grpo", reward_model=reward_models.rm_other), training_args)
 
