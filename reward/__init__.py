@@ -1,4 +1,4 @@
-"""The refined classifier as a reward model (issue 4).
+"""The refined classifier as a reward model.
 
 export.py     a refinement run's round -> self-describing stock classifier folder (checked by reloading)
 card.py       its model card (README.md + Hub metadata), rendered from the exported config alone

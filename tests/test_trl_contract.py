@@ -47,7 +47,7 @@ def test_trl_parser_reads_none_into_an_optional_int():
     assert args.limit == 7
 
 
-# ---------------------------------------------------------------------------------------------- reward (issue 4)
+# ---------------------------------------------------------------------------------------------- reward model scoring
 
 
 def test_ppo_get_reward_applies_score_to_the_backbone_at_the_last_response_token(tmp_path):
@@ -117,7 +117,7 @@ def test_grpo_calls_reward_callables_with_prompts_completions_and_columns(tmp_pa
     assert {"rewards/recorder/mean", "rewards/rm/mean", "recorder/calls"} <= logged
 
 
-# ---------------------------------------------------------------------------------------------- RL recipes (issue 5)
+# ---------------------------------------------------------------------------------------------- RL recipes
 
 
 def _eos_prone_llama(directory, scale: float = 30.0) -> str:
