@@ -127,13 +127,16 @@ class Refinement:
 
     @staticmethod
     def read_logits(path: Path) -> dict:
-        """The classifier logits a trained round wrote beside its relabels."""
+        """The classifier logits a trained round (or vanilla/) wrote beside its relabels, per split in corpus order."""
+        relabels = path / "relabels.jsonl"
         logits = {s: [] for s in SPLITS}
-        with open(path / "relabels.jsonl") as handle:
-            for line in handle:
+        with open(relabels) as handle:
+            for line_number, line in enumerate(handle, 1):
                 row = json.loads(line)
+                if "logit" not in row:
+                    raise ValueError(f"{relabels}: line {line_number} has no 'logit' (is this round 0?)")
                 logits[row["split"]].append(row["logit"])
-        return {s: np.asarray(v, dtype=float) for s, v in logits.items()}
+        return {s: np.asarray(v, dtype=np.float64) for s, v in logits.items()}
 
     def anchor(self) -> dict:
         """The annotator's round-0 view: its scores, or its hard labels when the data carries no score."""
@@ -159,6 +162,17 @@ class Refinement:
         return priors_lib.check_priors(self.label_priors(labels["train"], seed), self.cfg.min_delta,
                                        self.cfg.prior_guard)
 
+    def rate_classifier(self, logits: dict, p: priors_lib.Priors, seed: int) -> tuple[dict, dict]:
+        """A trained classifier's own labels at its decision threshold, and how the labeled sample (or the
+        oracle) rates them: what round selection compares and the export records."""
+        threshold = prior_matching_threshold(logits["train"], p.prior) if self.cfg.relabel_threshold == "prior" \
+            else 0.0
+        own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
+        after = self.label_priors(own["train"], seed)
+        return own, {"label_priors": after.to_dict(), "threshold": threshold,
+                     "selection_score": self.selection_score(own["train"], after),
+                     "positive_rate": float(own["train"].mean()), "quality": self.evaluate(own, logits)}
+
     def _train_round(self, index: int, backend, labels: dict) -> None:
         """Round `index`: priors of the previous labels -> train -> the classifier's own labels (rated by the
         labeled sample, shipped) -> the next round's labels (the same, or a combined score: see relabel.py)."""
@@ -178,15 +192,8 @@ class Refinement:
             logits, info = backend.train(tmp, labels, risk, val_risk, seed, init_from=init)
             if not all(np.all(np.isfinite(v)) for v in logits.values()):
                 raise FloatingPointError(f"round {index}: the classifier produced non-finite logits")
-            threshold = (prior_matching_threshold(logits["train"], p.prior)
-                         if cfg.relabel_threshold == "prior" else 0.0)
-            own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
-            after = self.label_priors(own["train"], seed)
-            metrics = {"round": index, "priors": p.to_dict(), "label_priors": after.to_dict(),
-                       "threshold": threshold, "selection_risk": selection,
-                       "selection_score": self.selection_score(own["train"], after),
-                       "positive_rate": float(own["train"].mean()),
-                       "quality": self.evaluate(own, logits)}
+            own, rating = self.rate_classifier(logits, p, seed)
+            metrics = {"round": index, "priors": p.to_dict(), "selection_risk": selection, **rating}
             new = own
             if cfg.combined_relabel:
                 previous = [self.read_logits(round_dir(self.out, i)) for i in range(1, index)]
@@ -323,14 +330,9 @@ class Refinement:
             pn = risk_for("pn", p.prior, p.theta_p, p.theta_n)
             with shared_atomic_dir(folder) as tmp:
                 logits, info = backend.train(tmp, labels, pn, pn, seed)
-                threshold = (prior_matching_threshold(logits["train"], p.prior)
-                             if self.cfg.relabel_threshold == "prior" else 0.0)
-                own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
-                after = self.label_priors(own["train"], seed)
-                metrics = {"round": 0, "vanilla": True, "priors": p.to_dict(), "label_priors": after.to_dict(),
-                           "threshold": threshold, "selection_risk": "pn",
-                           "selection_score": self.selection_score(own["train"], after),
-                           "quality": self.evaluate(own, logits), **info}
+                own, rating = self.rate_classifier(logits, p, seed)
+                metrics = {"round": 0, "vanilla": True, "priors": p.to_dict(), "selection_risk": "pn", **rating,
+                           **info}
                 if distributed_state().is_main_process:
                     self._write_relabels(tmp, own, logits)
                     write_json(tmp / "metrics.json", metrics)

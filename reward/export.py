@@ -41,7 +41,7 @@ from refinement.features import head_module_names, load_stock_classifier
 from refinement.finetune import EXPORT_SUBDIR, load_tokenizer
 from refinement.heads import build_head, load_head_into
 from refinement.io import atomic_dir, write_json, write_text
-from refinement.loop import VANILLA_DIR
+from refinement.loop import VANILLA_DIR, Refinement
 
 from .card import base_model_id, render_model_card
 from .scoring import RewardClassifier
@@ -95,19 +95,6 @@ def pick_round(summary: dict, which: str | int, run_dir: str | os.PathLike = "")
     if index not in trained:
         raise ValueError(f"{run_dir}: round {index} was not trained; trained rounds: {trained}")
     return index
-
-
-def round_logits(round_dir: Path) -> dict[str, np.ndarray]:
-    """The logits the round relabeled the corpus with (relabels.jsonl), per split in corpus order."""
-    path = round_dir / "relabels.jsonl"
-    logits: dict[str, list[float]] = {s: [] for s in SPLITS}
-    with open(path) as handle:
-        for line_number, line in enumerate(handle, 1):
-            row = json.loads(line)
-            if "logit" not in row:
-                raise ValueError(f"{path}: line {line_number} has no 'logit' (is this round 0?)")
-            logits[row["split"]].append(row["logit"])
-    return {s: np.asarray(v, dtype=np.float64) for s, v in logits.items()}
 
 
 def load_round_classifier(round_dir: Path, cfg: RefineConfig):
@@ -236,7 +223,7 @@ def export_reward_model(run_dir: str | os.PathLike, output_dir: str | os.PathLik
     run, target = Path(run_dir), Path(output_dir)
     summary, cfg = load_run(run)
     round_dir, selected = shipped_classifier(run, summary, pick_round(summary, round, run))
-    expected = round_logits(round_dir)
+    expected = Refinement.read_logits(round_dir)
     model, tokenizer = load_round_classifier(round_dir, cfg)  # its tokenizer has a pad token (load_tokenizer)
     fields = reward_fields(summary, cfg, selected, expected["train"], license)
     texts = run_corpus(cfg, run).texts

@@ -14,6 +14,7 @@ from tiny_models import build_tiny_llama
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from refinement.corpus import load_corpus
+from refinement.loop import Refinement
 from reward.card import base_model_id, dataset_ids, render_model_card
 from reward.export import (
     ExportMismatch,
@@ -22,7 +23,6 @@ from reward.export import (
     load_run,
     logit_calibration,
     pick_round,
-    round_logits,
 )
 from reward.hub import folder_files, push_to_hub
 
@@ -53,7 +53,7 @@ def test_export_is_a_stock_one_logit_classifier_reproducing_the_round(reward_mod
     assert config["refinement_priors"]["theta_p"] == pytest.approx(metrics["label_priors"]["theta_p"])
     assert config["training_priors"]["prior"] == pytest.approx(metrics["priors"]["prior"])
     assert [r["round"] for r in config["refinement_history"]] == [r["round"] for r in summary["rounds"]]
-    train = round_logits(Path(reward_models.run_other) / f"round_{index:02d}")["train"]
+    train = Refinement.read_logits(Path(reward_models.run_other) / f"round_{index:02d}")["train"]
     assert config["logit_calibration"]["mean"] == pytest.approx(train.mean())
     assert config["logit_calibration"]["std"] == pytest.approx(train.std())
 
@@ -64,7 +64,7 @@ def test_export_is_a_stock_one_logit_classifier_reproducing_the_round(reward_mod
     texts = load_corpus(cfg).texts["test"][:16]
     with torch.inference_mode():
         got = model(**tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")).logits
-    expected = round_logits(Path(reward_models.run_other) / f"round_{index:02d}")["test"][:16]
+    expected = Refinement.read_logits(Path(reward_models.run_other) / f"round_{index:02d}")["test"][:16]
     np.testing.assert_allclose(got[:, 0].numpy(), expected, atol=1e-4)
     assert config["export_check"]["max_abs_logit_diff"] <= 1e-3
 
