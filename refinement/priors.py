@@ -65,17 +65,25 @@ def bootstrap_draws(gold: np.ndarray, pseudo: np.ndarray, seed: int, num_resampl
 def bootstrap_intervals(gold: np.ndarray, pseudo: np.ndarray, seed: int, num_resamples: int = 1000,
                         level: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of pi, theta_p, theta_n and delta over resamples of the labeled items."""
+    return percentile_intervals(bootstrap_draws(gold, pseudo, seed, num_resamples), level)
+
+
+def percentile_intervals(draws: dict, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Two-sided percentile intervals of bootstrap draws (resamples with an empty pseudo-set are ignored)."""
     tail = (1 - level) / 2 * 100
-    return {k: tuple(float(x) for x in np.nanpercentile(v, [tail, 100 - tail]))
-            for k, v in bootstrap_draws(gold, pseudo, seed, num_resamples).items()}
+    return {k: tuple(float(x) for x in np.nanpercentile(v, [tail, 100 - tail])) for k, v in draws.items()}
 
 
 def delta_lower_bound(gold: np.ndarray, pseudo: np.ndarray, seed: int, confidence: float,
                       num_resamples: int = 1000) -> float:
     """One-sided percentile-bootstrap lower confidence bound of delta: P(delta >= bound) ~ `confidence`.
     A resample with an empty pseudo-set has no delta and counts as no signal."""
-    deltas = np.nan_to_num(bootstrap_draws(gold, pseudo, seed, num_resamples)["delta"], nan=-1.0)
-    return float(np.percentile(deltas, (1 - confidence) * 100))
+    return lower_bound(bootstrap_draws(gold, pseudo, seed, num_resamples)["delta"], confidence)
+
+
+def lower_bound(deltas: np.ndarray, confidence: float) -> float:
+    """The (1 - confidence) percentile of bootstrap deltas; a resample with no delta counts as no signal."""
+    return float(np.percentile(np.nan_to_num(deltas, nan=-1.0), (1 - confidence) * 100))
 
 
 def labels_needed(num_labeled: int, delta: float, lower: float, min_delta: float) -> int | None:
@@ -129,7 +137,8 @@ def labeled_priors(gold_sample: np.ndarray, pseudo_sample: np.ndarray, seed: int
     if len(np.unique(gold_sample)) < 2:
         raise PriorError(f"labeled[{len(gold_sample)}]: the labeled sample holds only gold class "
                          f"{int(gold_sample[0]) if len(gold_sample) else 'none'}; pi and theta need both classes")
+    draws = bootstrap_draws(gold_sample, pseudo_sample, seed)  # one resampling for the interval and the bound
     priors = Priors(*point_estimate(gold_sample, pseudo_sample), source=f"labeled[{len(gold_sample)}]",
-                    interval=bootstrap_intervals(gold_sample, pseudo_sample, seed), num_labeled=len(gold_sample),
-                    delta_lower=delta_lower_bound(gold_sample, pseudo_sample, seed, confidence), confidence=confidence)
+                    interval=percentile_intervals(draws), num_labeled=len(gold_sample),
+                    delta_lower=lower_bound(draws["delta"], confidence), confidence=confidence)
     return priors if min_delta is None else check_priors(priors, min_delta, rule)
