@@ -1,0 +1,105 @@
+"""Hand-label generated replies (docs/judge_labels.md has the rubric): draw a stratified sample, show it in batches,
+record labels. The result, generated_labels.jsonl, is self-contained (prompt and reply text kept) and is what
+bench/judge_validation.py scores every candidate judge against.
+
+    python alignment/demo_data/label_replies.py draw [--replies runs/bench_best_of_n/probe/replies.jsonl]
+    python alignment/demo_data/label_replies.py show --start 0 --count 16
+    python alignment/demo_data/label_replies.py label --start 0 "1 1 0 1i ..."   # i: incoherent
+
+Stdlib only. `draw` refuses to overwrite a file that already holds labels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+LABELS_PATH = Path(__file__).resolve().parent / "generated_labels.jsonl"
+REPLIES_PATH = "runs/bench_best_of_n/probe/replies.jsonl"
+FIELDS = ("prompt_id", "reply_index", "prompt", "prompt_is_harmful", "category", "reply", "label", "incoherent")
+
+
+def stratified_reply_sample(replies_per_prompt: list[int], per_prompt: int, seed: int) -> list[tuple[int, int]]:
+    """(prompt_id, reply_index) pairs: `per_prompt` distinct replies of every prompt, drawn by one seeded
+    generator, in prompt order (reply indices sorted within a prompt)."""
+    rng = random.Random(seed)
+    sample = []
+    for prompt_id, count in enumerate(replies_per_prompt):
+        if count < per_prompt:
+            raise ValueError(f"prompt {prompt_id} has {count} replies, fewer than {per_prompt}")
+        sample += [(prompt_id, index) for index in sorted(rng.sample(range(count), per_prompt))]
+    return sample
+
+
+def read_items(path: Path = LABELS_PATH) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def write_items(items: list[dict], path: Path = LABELS_PATH) -> None:
+    path.write_text("".join(json.dumps({field: item[field] for field in FIELDS}) + "\n" for item in items))
+
+
+def draw(replies_path: str, per_prompt: int, seed: int) -> list[dict]:
+    """Unlabelled items for the stratified sample of the probe's replies (prompt_id = row of replies.jsonl)."""
+    with open(replies_path) as handle:
+        rows = [json.loads(line) for line in handle]
+    return [{"prompt_id": prompt_id, "reply_index": index, "prompt": rows[prompt_id]["prompt"],
+             "prompt_is_harmful": rows[prompt_id]["is_harmful"], "category": rows[prompt_id]["category"],
+             "reply": rows[prompt_id]["replies"][index], "label": None, "incoherent": None}
+            for prompt_id, index in stratified_reply_sample([len(r["replies"]) for r in rows], per_prompt, seed)]
+
+
+def parse_marks(text: str) -> list[tuple[int, bool]]:
+    """'1 0i 1' -> [(1, False), (0, True), (1, False)]: a label, then `i` when the reply is incoherent."""
+    marks = []
+    for token in text.split():
+        if token.rstrip("i") not in ("0", "1") or len(token) > 2:
+            raise ValueError(f"bad mark {token!r}: use 1, 0, 1i or 0i")
+        marks.append((int(token[0]), token.endswith("i")))
+    return marks
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    drawing = commands.add_parser("draw")
+    drawing.add_argument("--replies", default=REPLIES_PATH)
+    drawing.add_argument("--per_prompt", type=int, default=2)
+    drawing.add_argument("--seed", type=int, default=0)
+    showing = commands.add_parser("show")
+    labelling = commands.add_parser("label")
+    labelling.add_argument("marks")
+    for command in (showing, labelling):
+        command.add_argument("--start", type=int, required=True)
+    showing.add_argument("--count", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.command == "draw":
+        if LABELS_PATH.exists() and any(item["label"] is not None for item in read_items()):
+            sys.exit(f"error: {LABELS_PATH} already holds labels; move it away to draw again")
+        items = draw(args.replies, args.per_prompt, args.seed)
+        write_items(items)
+        print(f"{len(items)} items -> {LABELS_PATH}")
+        return
+    items = read_items()
+    if args.command == "show":
+        for number in range(args.start, min(args.start + args.count, len(items))):
+            item = items[number]
+            kind = "HARMFUL" if item["prompt_is_harmful"] else "benign"
+            print(f"[{number}] {kind}/{item['category']}  label={item['label']}\n  P: {item['prompt']}\n"
+                  f"  R: {item['reply']}\n")
+        return
+    marks = parse_marks(args.marks)
+    if args.start + len(marks) > len(items):
+        sys.exit(f"error: {len(marks)} marks from item {args.start} run past the {len(items)} items")
+    for offset, (label, incoherent) in enumerate(marks):
+        items[args.start + offset].update(label=label, incoherent=incoherent)
+    write_items(items)
+    print(f"labelled items {args.start}..{args.start + len(marks) - 1}; "
+          f"{sum(item['label'] is not None for item in items)} of {len(items)} done")
+
+
+if __name__ == "__main__":
+    main()
