@@ -51,7 +51,7 @@ from .demo import demo_path
 from .evaluate import SamplingConfig, load_policy
 from .pipeline import evaluation_argv
 from .prompts import build_rl_mix, prompt_set
-from .rl import mix_size
+from .rl_data import mix_size
 from .self_refinement import (
     judge_generations,
     plot_rounds,
@@ -163,7 +163,7 @@ class GenerativeRefinement:
         previous = (self.policy_stage,) if self.policy_stage else ()
         reward_dir, rl_dir = folder / "reward_model", folder / "rl"
         export = ["--run_dir", str(folder / "refine"), "--output_dir", str(reward_dir), *as_flags(a.export_overrides)]
-        rl = ["--config", a.rl_config, "--policy", self.policy_of(t - 1), "--reward_model", str(reward_dir),
+        rl = ["--config", a.rl_config, "--model_name_or_path", self.policy_of(t - 1), "--reward_model", str(reward_dir),
               "--evaluate", "false", "--evaluate_before", "false", *as_flags(a.rl_overrides),
               "--output_dir", str(rl_dir), "--seed", seed]
         if a.rl_trainer != "ppo":

@@ -73,7 +73,7 @@ class Pipeline:
                   *as_flags(a.export_overrides)]
         judge = ["--config", a.judge_config, *as_flags(a.judge_overrides),
                  "--output_dir", str(self.judge_dir), "--seed", seed]
-        ppo = ["--config", a.ppo_config, "--policy", a.policy, "--reward_model", str(self.reward_dir),
+        ppo = ["--config", a.ppo_config, "--model_name_or_path", a.policy, "--reward_model", str(self.reward_dir),
                "--evaluate", "false", "--evaluate_before", "false", *as_flags(a.ppo_overrides),
                "--output_dir", str(self.ppo_dir), "--seed", seed]
         evaluate = recipe_stage("evaluate_policy")

@@ -24,6 +24,9 @@ _LAZY = {
     "RLOOTrainer": ("trl", "RLOOTrainer"),
     "PPOConfig": ("trl.experimental.ppo", "PPOConfig"),
     "PPOTrainer": ("trl.experimental.ppo", "PPOTrainer"),
+    # The policy's path, dtype and LoRA, parsed beside the trainer config as TRL's own scripts do.
+    "ModelConfig": ("trl", "ModelConfig"),
+    "get_peft_config": ("trl", "get_peft_config"),
     # PPO scores a reward model with this: model.score(backbone(...).hidden_states[-1]) at the last response token.
     "ppo_get_reward": ("trl.experimental.utils", "get_reward"),
     # `trl grpo` itself: its parser and main, which load `--reward_funcs a.b.c` by dotted import path.

@@ -75,7 +75,7 @@ STEP_DETAIL="recipes/export_reward_model.py"
 step export "$PY" recipes/export_reward_model.py --run_dir "$WORK/refine" --output_dir "$WORK/reward_model"
 step export_reload "$PY" bench/gpu_smoke.py check-export "$WORK"
 
-GRPO_ARGS=(recipes/safety_grpo.py --config recipes/configs/grpo/cpu_smollm2.yaml --policy "$WORK/tiny"
+GRPO_ARGS=(recipes/safety_grpo.py --config recipes/configs/grpo/cpu_smollm2.yaml --model_name_or_path "$WORK/tiny"
     --reward_model "$WORK/reward_model" --use_cpu false --bf16 true --max_steps 2 --evaluate false --max_prompts 16
     --per_device_train_batch_size 4 --num_generations 2 --max_completion_length 16)
 if import_error=$("$PY" -c "import deepspeed" 2>&1); then

@@ -78,8 +78,9 @@ def train(args, reward: str, out: Path, seed: int) -> dict:
     """One RL run (reused when its summary exists); returns its summary.json."""
     if not (out / "summary.json").exists():
         overrides = json.loads(args.overrides)
-        argv = ["--config", YAMLS[args.trainer], "--policy", POLICY, "--reward_model", reward, "--evaluate", "false",
-                "--evaluate_before", "false", *as_flags(overrides), "--output_dir", str(out), "--seed", str(seed)]
+        argv = ["--config", YAMLS[args.trainer], "--model_name_or_path", POLICY, "--reward_model", reward,
+                "--evaluate", "false", "--evaluate_before", "false", *as_flags(overrides), "--output_dir", str(out),
+                "--seed", str(seed)]
         if args.trainer == "ppo":
             safety_ppo.main(*safety_ppo.make_parser().parse_args_and_config(argv))
         else:

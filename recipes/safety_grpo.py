@@ -8,8 +8,9 @@
 `--trainer grpo|rloo` (flag or YAML key) picks the trainer and the TRL config class the other settings are parsed
 with (GRPOConfig or RLOOConfig; the two share beta, num_generations, max_completion_length, temperature,
 mask_truncated_completions ..., so one YAML that sets only shared keys serves both). Every field of
-alignment.rl.RLScriptArguments, GRPOScriptArguments and the TRL config is a flag; the YAML sets defaults, the
-command line overrides them, and unknown keys fail.
+alignment.rl.RLScriptArguments, GRPOScriptArguments, the TRL config and TRL's ModelConfig (the policy:
+`model_name_or_path`, `dtype`, LoRA as `use_peft`, `lora_r`, ...) is a flag; the YAML sets defaults, the command line
+overrides them, and unknown keys fail.
 
 Generation: `model.generate` by default; `use_vllm: true` generates with vLLM (TRL's GRPOConfig/RLOOConfig fields):
 `vllm_mode: colocate` runs the engine inside each training process (`vllm_gpu_memory_utilization`,
@@ -17,7 +18,7 @@ Generation: `model.generate` by default; `use_vllm: true` generates with vLLM (T
 (`vllm_server_host`, `vllm_server_port`; see the README). Without vLLM or a GPU the recipe stops at once, saying so.
 
 Rewards, summed per completion: the exported classifier through `reward_transform` (reward.functions; with
-`lagrangian`, task − λ·cost from reward.lagrangian), plus `missing_eos_penalty` (alignment.rl.MissingEosPenalty:
+`lagrangian`, task − λ·cost from reward.lagrangian), plus `missing_eos_penalty` (reward.task.MissingEosPenalty:
 GRPOConfig and RLOOConfig have no such field, so it is one more reward function, −penalty for a completion that hit
 max_completion_length). Output: see alignment/rl.py.
 """
@@ -32,8 +33,9 @@ from refinement.cli import option, run_log, run_recipe, start_recipe
 start_recipe()  # before any Hugging Face library is imported
 
 from alignment import trl_api
-from alignment.rl import MissingEosPenalty, RLRun, RLScriptArguments, requested_value
+from alignment.rl import RLRun, RLScriptArguments, requested_value, rl_parser
 from alignment.trl_api import TrlParser
+from reward.task import MissingEosPenalty
 
 TRAINERS = {"grpo": ("GRPOConfig", "GRPOTrainer"), "rloo": ("RLOOConfig", "RLOOTrainer")}
 VLLM_MODES = ("colocate", "server")  # TRL's two ways to generate with vLLM
@@ -63,12 +65,12 @@ def check_vllm(training_args) -> None:
                          "missing here; set use_vllm: false (flag --use_vllm false) to generate with model.generate")
 
 
-def main(script_args: GRPOScriptArguments, training_args) -> dict:
+def main(script_args: GRPOScriptArguments, training_args, model_args) -> dict:
     config_name, trainer_name = TRAINERS[script_args.trainer]
     if not isinstance(training_args, getattr(trl_api, config_name)):
         raise SystemExit(f"--trainer {script_args.trainer} needs a {config_name}, got {type(training_args).__name__}")
     check_vllm(training_args)
-    run = RLRun.start(script_args.trainer, script_args, training_args)
+    run = RLRun.start(script_args.trainer, script_args, training_args, model_args)
     reward_funcs = [run.text_reward()]
     if script_args.missing_eos_penalty:
         reward_funcs.append(MissingEosPenalty(script_args.missing_eos_penalty, run.tokenizer))
@@ -80,11 +82,12 @@ def main(script_args: GRPOScriptArguments, training_args) -> dict:
 
 
 def make_parser(trainer: str = "grpo") -> TrlParser:
-    return TrlParser((GRPOScriptArguments, getattr(trl_api, TRAINERS[trainer][0])))
+    return rl_parser(GRPOScriptArguments, getattr(trl_api, TRAINERS[trainer][0]))
 
 
 def parse_args(argv: Sequence[str] | None = None):
-    """(script arguments, GRPOConfig or RLOOConfig): the trainer is read first, from the flag or the YAML."""
+    """(script arguments, GRPOConfig or RLOOConfig, ModelConfig): the trainer is read first, from the flag or the
+    YAML."""
     argv = sys.argv[1:] if argv is None else list(argv)
     trainer = requested_value(argv, "trainer", "grpo")
     if trainer not in TRAINERS:

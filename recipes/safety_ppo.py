@@ -5,8 +5,9 @@
     accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/safety_ppo.py \\
         --config recipes/configs/ppo/paper_8xa100.yaml
 
-Every field of alignment.rl.RLScriptArguments, PPOScriptArguments and TRL's PPOConfig is a flag; the YAML sets
-defaults, the command line overrides them, and unknown keys fail. What PPO needs besides the policy:
+Every field of alignment.rl.RLScriptArguments, PPOScriptArguments, TRL's PPOConfig and TRL's ModelConfig (the policy:
+`model_name_or_path`, `dtype`, LoRA as `use_peft`, `lora_r`, ...) is a flag; the YAML sets defaults, the command line
+overrides them, and unknown keys fail. What PPO needs besides the policy:
 
 - reward model: PPO scores token ids, not text (reward.ppo). `reward_mode` native runs the exported classifier on
   the policy's ids (it must share the policy's tokenizer, transform logit); adapter decodes each rollout and scores
@@ -27,7 +28,8 @@ from refinement.cli import option, run_log, run_recipe, start_recipe
 
 start_recipe()  # before any Hugging Face library is imported
 
-from alignment.rl import RLRun, RLScriptArguments, set_pad_token
+from alignment.rl import RLRun, RLScriptArguments, rl_parser
+from alignment.rl_models import model_kwargs, set_pad_token
 from alignment.trl_api import PPOConfig, TrlParser
 
 
@@ -53,8 +55,10 @@ def load_value_model(run: RLRun, name: str | None):
 
     from refinement.embedded import resolve_model
 
-    path = run.policy_path if name is None else resolve_model(name)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=run.dtype)
+    path, kwargs = run.policy_path, model_kwargs(run.model_args)
+    if name is not None:  # another model: the policy's revision names none of its versions
+        path, kwargs = resolve_model(name), {**kwargs, "revision": "main"}
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
     if not isinstance(getattr(model, "score", None), nn.Module) or not hasattr(model, model.base_model_prefix):
         raise SystemExit(f"value model {path}: {type(model).__name__} has no `.score` head on a "
                          f"`{model.base_model_prefix}` backbone, which PPO calls; use a decoder model")
@@ -70,15 +74,15 @@ def build_reward_model(run: RLRun, args: PPOScriptArguments, inputs: list):
                             transform=args.reward_transform)
 
 
-def main(script_args: PPOScriptArguments, training_args: PPOConfig) -> dict:
+def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args) -> dict:
     from alignment.trl_api import PPOTrainer
     from reward.ppo import ppo_dataset
 
-    run = RLRun.start("ppo", script_args, training_args)
+    run = RLRun.start("ppo", script_args, training_args, model_args)
     inputs = run.inputs()
     trainer = PPOTrainer(
         args=training_args, processing_class=run.tokenizer, model=run.load_policy(),
-        ref_model=None if script_args.use_lora else run.load_policy(),
+        ref_model=None if model_args.use_peft else run.load_policy(),
         reward_model=build_reward_model(run, script_args, inputs),
         value_model=load_value_model(run, script_args.value_model),
         train_dataset=ppo_dataset(inputs, run.tokenizer), peft_config=run.peft_config(), callbacks=run.callbacks())
@@ -87,7 +91,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig) -> dict:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((PPOScriptArguments, PPOConfig))
+    return rl_parser(PPOScriptArguments, PPOConfig)
 
 
 if __name__ == "__main__":

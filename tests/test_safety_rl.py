@@ -18,7 +18,11 @@ from test_reward_fixtures import SAFETY_PROMPTS
 from tiny_models import build_tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment.rl import MissingEosPenalty, load_policy_tokenizer, mix_size, non_refusal, requested_value
+from alignment import trl_api
+from alignment.rl import requested_value
+from alignment.rl_data import mix_size
+from alignment.rl_models import check_model_args, load_policy_tokenizer, lora_target_modules, policy_peft_config
+from reward.task import MissingEosPenalty, non_refusal
 
 pytest_plugins = ["test_reward_fixtures"]  # the shared tiny reward models (fixture reward_models)
 
@@ -37,8 +41,8 @@ GRPO_STEPS = ["--per_device_train_batch_size", "4", "--num_generations", "2", "-
 
 
 def run_args(policy: str, reward: str, out: Path, *extra: str) -> list[str]:
-    return ["--policy", policy, "--reward_model", reward, "--output_dir", str(out), "--max_prompts", "8", *CPU,
-            *TINY_LORA, *extra]
+    return ["--model_name_or_path", policy, "--reward_model", reward, "--output_dir", str(out), "--max_prompts", "8",
+            *CPU, *TINY_LORA, *extra]
 
 
 def logged(out: Path, key: str) -> list[float]:
@@ -85,9 +89,9 @@ def test_grpo_adds_the_missing_eos_penalty_and_trains_the_adapter(reward_models,
     out = tmp_path / "grpo"
     argv = run_args(reward_models.policy, reward_models.rm_other, out, *GRPO_STEPS, "--missing_eos_penalty", "2.0",
                     "--reward_transform", "probability")
-    script_args, training_args = grpo.parse_args(argv)
+    script_args, training_args, model_args = grpo.parse_args(argv)
     assert type(training_args).__name__ == "GRPOConfig"
-    summary = grpo.main(script_args, training_args)
+    summary = grpo.main(script_args, training_args, model_args)
     assert summary["steps"] == 2
     penalty = logged(out, "rewards/missing_eos_penalty/mean")
     clipped = logged(out, "completions/clipped_ratio")
@@ -105,16 +109,17 @@ def test_trainer_rloo_is_read_from_the_yaml_and_the_flag_wins(reward_models, tmp
     config = tmp_path / "rloo.yaml"
     config.write_text(yaml.safe_dump({"trainer": "rloo", "num_generations": 2}))
     argv = ["--config", str(config), *run_args(reward_models.policy, reward_models.rm_other, out, *GRPO_STEPS)]
-    script_args, training_args = grpo.parse_args(argv)
+    script_args, training_args, model_args = grpo.parse_args(argv)
     assert (script_args.trainer, type(training_args).__name__) == ("rloo", "RLOOConfig")
     assert type(grpo.parse_args([*argv, "--trainer", "grpo"])[1]).__name__ == "GRPOConfig"
-    summary = grpo.main(script_args, training_args)
+    summary = grpo.main(script_args, training_args, model_args)
     assert summary["trainer"] == "rloo" and summary["steps"] == 2
     assert json.loads((out / "config.json").read_text())["trainer"] == "rloo"
     # beta 0.04: KL is measured every step (a sampled estimate of the policy's drift, so its sign can go either way)
     assert summary["logged"]["kl"]["n"] == 2 and summary["logged"]["kl"]["last"] != 0
     with pytest.raises(SystemExit, match="needs a GRPOConfig"):
-        grpo.main(grpo.GRPOScriptArguments(trainer="grpo", reward_model=reward_models.rm_other), training_args)
+        grpo.main(grpo.GRPOScriptArguments(trainer="grpo", reward_model=reward_models.rm_other), training_args,
+                  model_args)
 
 
 @pytest.mark.parametrize("trainer", ["ppo", "grpo"])
@@ -188,6 +193,24 @@ def test_non_refusal_reads_plain_and_conversational_replies():
     assert non_refusal(prompts=["a", "b"], completions=replies) == [0.0, 1.0]
     assert non_refusal(prompts=["a", "b"], completions=[[{"role": "assistant", "content": r}] for r in replies]) \
         == [0.0, 1.0]
+
+
+def test_one_plain_target_module_stays_a_module_and_a_regex_passes_through():
+    assert lora_target_modules("q_proj") == ["q_proj"]  # ModelConfig's form of `--lora_target_modules q_proj`
+    assert lora_target_modules(".*\\.q_proj") == ".*\\.q_proj" and lora_target_modules("all-linear") == "all-linear"
+    assert lora_target_modules(["q_proj", "v_proj"]) == ["q_proj", "v_proj"] and lora_target_modules(None) is None
+
+
+def test_model_settings_the_recipes_cannot_honour_stop_in_one_line():
+    from alignment.trl_api import ModelConfig
+
+    check_model_args(ModelConfig(model_name_or_path="m", use_peft=True))
+    for settings, expected in (({"model_name_or_path": None}, "--model_name_or_path is required"),
+                               ({"use_peft": True, "lora_task_type": "SEQ_CLS"}, "lora_task_type SEQ_CLS"),
+                               ({"load_in_4bit": True}, "load_in_4bit / load_in_8bit")):
+        with pytest.raises(SystemExit) as stopped:
+            check_model_args(ModelConfig(**{"model_name_or_path": "m", **settings}))
+        assert str(stopped.value).startswith(expected) and "\n" not in str(stopped.value)
 
 
 def test_mix_size_is_the_largest_the_sets_allow():
@@ -291,23 +314,64 @@ ESSENTIAL = {  # what every RL YAML must set explicitly (the KL coefficient, rew
     "grpo": {"beta", "reward_transform", "per_device_train_batch_size", "num_generations", "max_completion_length",
              "missing_eos_penalty", "mask_truncated_completions", "seed", "output_dir"},
 }
+POLICY_KEYS = {"model_name_or_path", "dtype", "use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"}
 YAMLS = sorted(path for kind in ESSENTIAL for path in (REPO / "recipes" / "configs" / kind).glob("*.yaml"))
+
+
+def parse_yaml(path: Path, *flags: str) -> list[tuple]:
+    """Every (script, training, model) arguments a shipped RL YAML gives: PPO's, or GRPO's and RLOO's."""
+    argv = ["--config", str(path), "--use_cpu", "true", *flags]  # the paper files ask for bf16, checked on the device
+    if path.parent.name == "ppo":
+        return [ppo.make_parser().parse_args_and_config(argv)]
+    return [grpo.parse_args([*argv, "--trainer", trainer]) for trainer in ("grpo", "rloo")]  # one YAML serves both
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=[f"{p.parent.name}/{p.name}" for p in YAMLS])
 def test_rl_yamls_parse_and_set_the_essentials(path):
     kind = path.parent.name
     raw = yaml.safe_load(path.read_text())
-    cpu = ["--use_cpu", "true"]  # the paper files ask for bf16, which TrainingArguments checks against the device
-    assert ESSENTIAL[kind] <= set(raw), f"{path} leaves {sorted(ESSENTIAL[kind] - set(raw))} to defaults"
-    if kind == "ppo":
-        script_args, training_args = ppo.make_parser().parse_args_and_config(["--config", str(path), *cpu])
-        assert training_args.kl_coef == raw["kl_coef"] and training_args.missing_eos_penalty > 0
-    else:
-        for trainer in ("grpo", "rloo"):  # one YAML serves both trainers
-            script_args, training_args = grpo.parse_args(["--config", str(path), "--trainer", trainer, *cpu])
+    required = ESSENTIAL[kind] | POLICY_KEYS
+    assert required <= set(raw), f"{path} leaves {sorted(required - set(raw))} to defaults"
+    for script_args, training_args, model_args in parse_yaml(path):
+        if kind == "ppo":
+            assert training_args.kl_coef == raw["kl_coef"] and training_args.missing_eos_penalty > 0
+        else:
             assert training_args.beta == raw["beta"] and script_args.missing_eos_penalty > 0
-    assert script_args.reward_model == raw["reward_model"] and script_args.use_lora
+        assert script_args.reward_model == raw["reward_model"]
+        assert {key: getattr(model_args, key) for key in POLICY_KEYS} == {key: raw[key] for key in POLICY_KEYS}
+        lora = policy_peft_config(model_args)
+        assert (lora.r, lora.lora_alpha, lora.task_type) == (raw["lora_r"], raw["lora_alpha"], "CAUSAL_LM")
+        assert lora.target_modules == set(raw["lora_target_modules"])
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=[f"{p.parent.name}/{p.name}" for p in YAMLS])
+def test_rl_yamls_checkpoint_mid_run_where_the_trainer_can_resume(path):
+    """A trainer that resumes (GRPO, RLOO) saves a checkpoint before its last step, and keeps few; TRL 1.12's PPO
+    cannot resume, so its YAMLs write none (a PPO checkpoint holds the value model's full optimizer state). A TRL
+    release whose PPO resumes fails here: then give the PPO YAMLs checkpoints too."""
+    from alignment.trl_api import train_resumes
+
+    for _, training_args, _ in parse_yaml(path):
+        trainer = getattr(trl_api, type(training_args).__name__.replace("Config", "Trainer"))
+        if not train_resumes(trainer):
+            assert training_args.save_strategy == "no"
+            continue
+        last = training_args.max_steps
+        assert training_args.save_strategy == "steps" and training_args.save_steps < last
+        assert training_args.save_total_limit is not None and training_args.save_total_limit <= 2
+
+
+def test_model_defaults_are_the_embedded_policy_with_lora_and_flags_override_them():
+    """Without a YAML the recipes train LoRA on the embedded SmolLM2 (TRL's ModelConfig alone: no model, no LoRA)."""
+    _, _, model_args = grpo.parse_args(["--use_cpu", "true"])  # TRL's configs default to bf16, checked on the device
+    assert (model_args.model_name_or_path, model_args.use_peft, model_args.dtype) == ("embedded:smollm2", True,
+                                                                                       "float32")
+    _, _, model_args = ppo.make_parser().parse_args_and_config(["--use_cpu", "true", "--use_peft", "false",
+                                                                "--model_name_or_path", "x"])
+    assert (model_args.model_name_or_path, model_args.use_peft) == ("x", False)
+    assert policy_peft_config(model_args) is None
+    with pytest.raises(ValueError, match="lora_rr"):  # unknown keys still fail, ModelConfig's own included
+        grpo.parse_args(["--use_cpu", "true", "--lora_rr", "4"])
 
 
 ACCELERATE = sorted((REPO / "recipes" / "accelerate").glob("*.yaml"))

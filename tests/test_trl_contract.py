@@ -270,3 +270,50 @@ def test_grpo_and_rloo_can_resume_from_a_checkpoint_and_ppo_cannot():
 
     assert train_resumes(GRPOTrainer) and train_resumes(RLOOTrainer)
     assert not train_resumes(PPOTrainer)
+
+
+# ---------------------------------------------------------------------------------------------- the policy's settings
+
+
+def test_model_config_holds_the_policy_settings_the_rl_recipes_read():
+    """alignment.rl_models reads these ModelConfig fields (TRL's scripts take the policy from them too); the RL
+    recipes move two defaults with the parser (embedded policy, LoRA on), which TrlParser keeps under a YAML."""
+    import dataclasses
+
+    from alignment.trl_api import ModelConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    assert {name: defaults[name] for name in ("model_name_or_path", "model_revision", "dtype", "attn_implementation",
+                                              "use_peft", "lora_task_type", "load_in_4bit", "load_in_8bit")} == {
+        "model_name_or_path": None, "model_revision": "main", "dtype": "float32", "attn_implementation": None,
+        "use_peft": False, "lora_task_type": "CAUSAL_LM", "load_in_4bit": False, "load_in_8bit": False}
+    parser = TrlParser((ModelConfig,))
+    parser.set_defaults(model_name_or_path="embedded:smollm2", use_peft=True)
+    (model_args,) = parser.parse_args_and_config([])
+    assert (model_args.model_name_or_path, model_args.use_peft) == ("embedded:smollm2", True)
+    (model_args,) = parser.parse_args_and_config(["--use_peft", "false", "--dtype", "bfloat16"])
+    assert (model_args.use_peft, model_args.dtype) == (False, "bfloat16")
+    with pytest.raises(SystemExit):  # argparse's choices: a misspelt dtype does not reach from_pretrained
+        parser.parse_args_and_config(["--dtype", "fp16"])
+
+
+def test_get_peft_config_builds_the_lora_config_and_a_single_target_module_becomes_a_regex(tmp_path):
+    """get_peft_config maps use_peft/lora_* onto a peft.LoraConfig (None without use_peft). ModelConfig turns a
+    one-element lora_target_modules into a plain string, which peft matches as a regex against full module names, so
+    `q_proj` alone finds no module: alignment.rl_models.lora_target_modules keeps it a module name."""
+    from peft import get_peft_model
+    from tiny_models import build_tiny_llama
+    from transformers import AutoModelForCausalLM
+
+    from alignment.trl_api import ModelConfig, get_peft_config
+
+    assert get_peft_config(ModelConfig(model_name_or_path="m")) is None
+    lora = get_peft_config(ModelConfig(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                                       lora_target_modules=["q_proj", "v_proj"]))
+    assert (lora.task_type, lora.r, lora.lora_alpha, lora.lora_dropout) == ("CAUSAL_LM", 4, 8, 0.0)
+    assert lora.target_modules == {"q_proj", "v_proj"}
+    single = ModelConfig(use_peft=True, lora_target_modules=["q_proj"])
+    assert single.lora_target_modules == "q_proj" and get_peft_config(single).target_modules == "q_proj"
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_llama(tmp_path / "tiny"))
+    with pytest.raises(ValueError, match="Target modules q_proj not found"):
+        get_peft_model(model, get_peft_config(single))

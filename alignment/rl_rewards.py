@@ -1,0 +1,32 @@
+"""The rewards step of an RL run: the exported classifier as a TRL reward callable, or with `lagrangian` the
+task reward − λ·cost (reward.lagrangian) and the callback that moves λ."""
+from __future__ import annotations
+
+from reward.lagrangian import LagrangeMultiplier, LagrangianCallback, LagrangianReward
+from reward.task import non_refusal
+
+
+def lagrange_multiplier(args) -> LagrangeMultiplier | None:
+    """λ of a `lagrangian` run (None otherwise; `args`: alignment.rl.RLScriptArguments), shared by its reward and
+    its callback."""
+    if not args.lagrangian:
+        return None
+    return LagrangeMultiplier(args.lambda_init, args.lambda_lr, args.lambda_max, args.cost_limit, args.lambda_window,
+                              args.lambda_update_delay)
+
+
+def text_reward(args, multiplier: LagrangeMultiplier | None):
+    """The reward as a TRL reward callable: the classifier through its transform, or (with a multiplier) the
+    Lagrangian's task reward − λ·cost."""
+    from reward.functions import HarmlessnessReward
+
+    if multiplier is None:
+        return HarmlessnessReward(args.reward_model, transform=args.reward_transform, batch_size=args.reward_batch_size)
+    tasks = [non_refusal] if args.lagrangian_task_reward == "non_refusal" else []
+    return LagrangianReward(HarmlessnessReward(args.reward_model, batch_size=args.reward_batch_size), multiplier,
+                            task_rewards=tasks, cost=args.cost, cost_threshold=args.cost_threshold)
+
+
+def reward_callbacks(multiplier: LagrangeMultiplier | None) -> list:
+    """The trainer callbacks the reward needs: λ's dual-ascent update with a multiplier, none otherwise."""
+    return [LagrangianCallback(multiplier)] if multiplier is not None else []
