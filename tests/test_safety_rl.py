@@ -347,7 +347,7 @@ def test_rl_yamls_parse_and_set_the_essentials(path):
 @pytest.mark.parametrize("path", YAMLS, ids=[f"{p.parent.name}/{p.name}" for p in YAMLS])
 def test_rl_yamls_checkpoint_mid_run_where_the_trainer_can_resume(path):
     """A trainer that resumes (GRPO, RLOO) saves a checkpoint before its last step, and keeps few; TRL 1.12's PPO
-    cannot resume, so its YAMLs write none (a PPO checkpoint holds the value model's full optimizer state). A TRL
+    cannot resume, so its YAMLs write none (a PPO checkpoint holds Adam state for the whole value model). A TRL
     release whose PPO resumes fails here: then give the PPO YAMLs checkpoints too."""
     from alignment.trl_api import train_resumes
 
