@@ -2,6 +2,8 @@
 
     python bench/refinement_quality.py                       # the default regimes, 3 seeds (tens of minutes)
     python bench/refinement_quality.py --regimes skewed --seeds 0 --relabels plain anchor=0.5 crossfit=2 ensemble
+    python bench/refinement_quality.py --model embedded:smollm2 --feature_layer 20 --relabel_threshold prior \
+        --regimes skewed --relabels anchor=0.5+ensemble+view=embedded:minilm --rating_folds 2
 
 Regimes (BeaverTails: the 3,019 pairs of ../shared/data/annotations, split as there):
   real      SmolLM2-135M zero-shot scores at the training median: labels at chance (AUC 0.545), which the
@@ -127,10 +129,12 @@ def self_refinement_row(annotated: Path) -> list[str]:
 
 def relabel_fields(spec: str) -> dict:
     """RefineConfig relabelling fields of a variant: `default` (the config's defaults), `plain` (the classifier's
-    own labels), `anchor=W`, `crossfit=K`, `ensemble`, or several joined by '+' (e.g. `anchor=0.5+ensemble`)."""
+    own labels), `anchor=W`, `crossfit=K`, `ensemble`, `view=MODEL` or `view=MODEL@LAYER` (co-training with a
+    head on a second frozen backbone), or several joined by '+' (e.g. `anchor=0.5+ensemble+view=embedded:minilm`)."""
     if spec == "default":
         return {}
-    fields = {"relabel_anchor_weight": 0.0, "relabel_ensemble": False, "relabel_crossfit_folds": 0}
+    fields = {"relabel_anchor_weight": 0.0, "relabel_ensemble": False, "relabel_crossfit_folds": 0,
+              "relabel_view_model": None, "relabel_view_feature_layer": None}
     for part in spec.split("+"):
         name, _, value = part.partition("=")
         if name == "anchor" and value:
@@ -139,8 +143,13 @@ def relabel_fields(spec: str) -> dict:
             fields["relabel_crossfit_folds"] = int(value)
         elif name == "ensemble" and not value:
             fields["relabel_ensemble"] = True
+        elif name == "view" and value:
+            model, _, layer = value.partition("@")
+            fields["relabel_view_model"] = model
+            fields["relabel_view_feature_layer"] = int(layer) if layer else None
         elif name != "plain":
-            raise SystemExit(f"--relabels {spec!r}: use default, plain, anchor=W, crossfit=K, ensemble, joined by +")
+            raise SystemExit(f"--relabels {spec!r}: use default, plain, anchor=W, crossfit=K, ensemble, view=MODEL[@LAYER],"
+                             " joined by +")
     return fields
 
 
@@ -229,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--relabels", nargs="+", default=["default"],
                         help="relabelling variants: default, plain, anchor=W, crossfit=K, ensemble, joined by +")
     parser.add_argument("--prior_guard", default="interval", help="interval | point")
+    parser.add_argument("--rating_folds", type=int, default=None,
+                        help="rate rounds on K-fold out-of-fold training logits (0 = in-sample; default: the config's)")
     parser.add_argument("--mode", default="frozen", help="frozen | lora | qlora | full")
     parser.add_argument("--max_train_items", type=int, default=None, help="seeded training subset (lora on CPU)")
     parser.add_argument("--max_length", type=int, default=256)
@@ -249,13 +260,15 @@ def main(argv: list[str] | None = None) -> None:
               "prior_guard": args.prior_guard, "mode": args.mode,
               "max_train_items": args.max_train_items, "max_length": args.max_length,
               "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
-              "export_model": False}  # a sweep measures; it ships nothing
+              "export_model": False,  # a sweep measures; it ships nothing
+              **({} if args.rating_folds is None else {"rating_folds": args.rating_folds})}
     report = [f"Command: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
               f"Backbone `{args.model}` {args.mode}" + (f", head `{args.head}`" if args.mode == "frozen" else "")
               + (f", training subset {args.max_train_items}" if args.max_train_items else "")
               + f", {args.num_rounds} rounds, seeds {args.seeds}, round selection `{args.round_selection}`, "
               f"relabel threshold `{args.relabel_threshold}`, relabelling {args.relabels}, "
-              f"prior guard `{args.prior_guard}`.", ""]
+              f"prior guard `{args.prior_guard}`"
+              + ("" if args.rating_folds is None else f", rating folds {args.rating_folds}") + ".", ""]
     everything, golds = {}, {}
     for regime in args.regimes:
         data = regime_config(regime, out, args.annotated, args.annotated_demo)

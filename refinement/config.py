@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
+from .cli import unset
 from .data import load_rows
 from .losses import LOSSES
 
@@ -62,8 +63,11 @@ class RefineConfig(DatasetArguments):
     relabel_anchor_weight: float = field(default=0.5, metadata={"help": "Relabel by z(classifier) + w * z(annotator's round-0 score, or its labels when the data has no score); 0 = off. With relabel_ensemble, the measured best on frozen features (docs/results.md)"})
     relabel_ensemble: bool = field(default=True, metadata={"help": "Relabel by the mean standardized logit of every round so far (plus the anchor); false = this round's logit only"})
     relabel_crossfit_folds: int = field(default=0, metadata={"help": "frozen mode: relabel each training item with a head fitted on the other folds (K >= 2; 0 = off)"})
+    relabel_view_model: str | None = field(default=None, metadata={"help": "frozen mode: co-training. A linear head on this second frozen backbone (e.g. embedded:minilm) is trained every round too; each classifier's next labels are cut from the other's scores (with the anchor and ensemble as set), never from its own boundary; none = off"})
+    relabel_view_feature_layer: int | None = field(default=None, metadata={"help": "Truncate the view backbone to its first N layers."})
     reinit_each_round: bool = field(default=True, metadata={"help": "lora/qlora/full: fine-tune the base model afresh every round (the paper's way); false continues from the previous round's model"})
     export_model: bool = field(default=True, metadata={"help": "Write the shipped classifier to model/ (false: rounds and metrics only, for sweeps)"})
+    rating_folds: int = field(default=0, metadata={"help": "frozen mode: rate each trained round (and the vanilla PN head) by its training items' out-of-fold logits from K heads fitted without them, so round selection never rates a head on items it fitted (K >= 2; 0 = in-sample)"})
     patience: int = field(default=0, metadata={"help": "Stop after this many rounds without a better selection score (0 = never)."})
     cleanlab_folds: int = 5
     # Classifier
@@ -110,11 +114,17 @@ class RefineConfig(DatasetArguments):
         if self.loss == "cleanlab" and self.mode != "frozen":
             raise ValueError("loss=cleanlab needs cross-validated probabilities, which this toolkit computes on "
                              "frozen features only: use mode=frozen")
-        if self.relabel_crossfit_folds == 1 or self.relabel_crossfit_folds < 0:
-            raise ValueError(f"relabel_crossfit_folds={self.relabel_crossfit_folds}: use 0 (off) or K >= 2")
-        if self.relabel_crossfit_folds and (self.mode != "frozen" or self.loss == "cleanlab"):
-            raise ValueError("relabel_crossfit_folds fits K heads per round on cached features: it needs "
-                             "mode=frozen and a loss other than cleanlab")
+        if unset(self.relabel_view_model):  # the command line and YAML spell off as none
+            self.relabel_view_model = None
+        for name in ("relabel_crossfit_folds", "rating_folds"):
+            if getattr(self, name) == 1 or getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: use 0 (off) or K >= 2")
+        frozen_only = {"relabel_crossfit_folds": self.relabel_crossfit_folds, "rating_folds": self.rating_folds,
+                       "relabel_view_model": self.relabel_view_model}
+        for name, value in frozen_only.items():
+            if value and (self.mode != "frozen" or self.loss == "cleanlab"):
+                raise ValueError(f"{name}={value!r} trains heads on cached features: it needs mode=frozen and a "
+                                 "loss other than cleanlab")
         if not 0.5 <= self.prior_guard_confidence < 1:
             raise ValueError(f"prior_guard_confidence={self.prior_guard_confidence} must be in [0.5, 1)")
         if self.relabel_anchor_weight < 0:
@@ -123,7 +133,8 @@ class RefineConfig(DatasetArguments):
     @property
     def combined_relabel(self) -> bool:
         """Whether the next round's labels come from a combined score rather than the classifier's own labels."""
-        return bool(self.relabel_anchor_weight or self.relabel_ensemble or self.relabel_crossfit_folds)
+        return bool(self.relabel_anchor_weight or self.relabel_ensemble or self.relabel_crossfit_folds
+                    or self.relabel_view_model)
 
     def to_dict(self) -> dict:
         return asdict(self)

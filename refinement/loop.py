@@ -6,7 +6,8 @@ finished round and ends with the same result as an uninterrupted one):
   labeled_sample.json  the fixed i.i.d. gold sample L (few-labeled mode: drawn, or a human's labeled_sample_path)
   annotation/          with an `annotator:` block: the LLM's judgements (refinement.annotation.stage)
   round_00/            the annotator's labels: relabels.jsonl, metrics.json
-  round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json
+  round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json (co-training: view/head.safetensors,
+                       and each relabels row also holds the view head's logit and next label)
   vanilla/             only when the labeled sample rates round 0 best: a PN classifier of the annotator's labels
   model/               the shipped classifier as a stock AutoModelForSequenceClassification folder: the selected
                        round's, or vanilla/'s (config.json: reward_source refined | vanilla_pn)
@@ -19,6 +20,7 @@ state the main process wrote.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -28,10 +30,11 @@ import numpy as np
 
 from . import priors as priors_lib
 from . import relabel as relabel_lib
-from .backends import make_backend
+from .backends import FrozenBackend, make_backend
 from .cli import UsageError
 from .config import RefineConfig
 from .corpus import ANNOTATION_DIR, SPLITS, Corpus, annotate_run_rows, run_corpus
+from .heads import head_logits
 from .io import atomic_dir, distributed_state, shared_atomic_dir, wait_for_everyone, write_json
 from .labeled_sample import labeled_positions
 from .losses import risk_for
@@ -42,6 +45,7 @@ logger = logging.getLogger(__name__)
 # may differ between a run and its resume
 RESUMABLE_CHANGES = {"num_rounds", "patience", "output_dir", "export_model"}
 VANILLA_DIR = "vanilla"  # the PN classifier of the round-0 labels, shipped when no refined round beats them
+VIEW_DIR = "view"  # co-training: the head on the second backbone, inside a round folder
 
 
 def round_dir(output_dir: Path, index: int) -> Path:
@@ -60,6 +64,7 @@ class Refinement:
         self.corpus: Corpus = self._load_corpus()
         self.labeled_gold: np.ndarray | None = None  # gold labels of L, aligned with labeled_idx
         self.labeled_idx = self._labeled_sample()
+        self._view_backend: FrozenBackend | None = None
 
     def _load_corpus(self) -> Corpus:
         if self.cfg.annotator is not None:  # the main process judges the pairs first (resumable)
@@ -106,36 +111,46 @@ class Refinement:
 
     # ---- rounds -----------------------------------------------------------------------------------------------
     @staticmethod
-    def _write_relabels(folder: Path, labels: dict, logits: dict | None) -> None:
+    def _write_relabels(folder: Path, labels: dict, logits: dict | None, view: tuple[dict, dict] | None = None
+                        ) -> None:
+        """One row per item: its next label and this round's logit; with co-training also the view head's logit
+        and the view's next label (`view` = (view labels, view logits))."""
         with open(folder / "relabels.jsonl", "w") as handle:
             for split in SPLITS:
                 for i, label in enumerate(labels[split]):
                     row = {"split": split, "index": i, "pseudo_label": int(label)}
                     if logits is not None:
                         row["logit"] = float(logits[split][i])
+                    if view is not None:
+                        row["view_pseudo_label"] = int(view[0][split][i])
+                        row["view_logit"] = float(view[1][split][i])
                     handle.write(json.dumps(row) + "\n")
 
     @staticmethod
-    def read_round(path: Path) -> tuple[dict, dict]:
+    def read_round(path: Path, column: str = "pseudo_label") -> tuple[dict, dict]:
+        """A round's next labels (`column`: pseudo_label, or view_pseudo_label for the co-training view) and its
+        metrics."""
         labels = {s: [] for s in SPLITS}
         with open(path / "relabels.jsonl") as handle:
             for line in handle:
                 row = json.loads(line)
-                labels[row["split"]].append(row["pseudo_label"])
+                labels[row["split"]].append(row[column])
         return ({s: np.asarray(v, dtype=np.int64) for s, v in labels.items()},
                 json.loads((path / "metrics.json").read_text()))
 
     @staticmethod
-    def read_logits(path: Path) -> dict:
-        """The classifier logits a trained round (or vanilla/) wrote beside its relabels, per split in corpus order."""
+    def read_logits(path: Path, column: str = "logit") -> dict:
+        """The classifier logits a trained round (or vanilla/) wrote beside its relabels, per split in corpus order
+        (`column` view_logit: the co-training view head's)."""
         relabels = path / "relabels.jsonl"
         logits = {s: [] for s in SPLITS}
         with open(relabels) as handle:
             for line_number, line in enumerate(handle, 1):
                 row = json.loads(line)
-                if "logit" not in row:
-                    raise ValueError(f"{relabels}: line {line_number} has no 'logit' (is this round 0?)")
-                logits[row["split"]].append(row["logit"])
+                if column not in row:
+                    raise ValueError(f"{relabels}: line {line_number} has no {column!r} (is this round 0, or a run "
+                                     "without co-training?)")
+                logits[row["split"]].append(row[column])
         return {s: np.asarray(v, dtype=np.float64) for s, v in logits.items()}
 
     def anchor(self) -> dict:
@@ -162,16 +177,66 @@ class Refinement:
         return priors_lib.check_priors(self.label_priors(labels["train"], seed), self.cfg.min_delta,
                                        self.cfg.prior_guard)
 
-    def rate_classifier(self, logits: dict, p: priors_lib.Priors, seed: int) -> tuple[dict, dict]:
+    def decision_threshold(self, train_logits: np.ndarray, prior: float) -> float:
+        return prior_matching_threshold(train_logits, prior) if self.cfg.relabel_threshold == "prior" else 0.0
+
+    def rate_classifier(self, logits: dict, p: priors_lib.Priors, seed: int,
+                        rated_train: np.ndarray | None = None) -> tuple[dict, dict]:
         """A trained classifier's own labels at its decision threshold, and how the labeled sample (or the
-        oracle) rates them: what round selection compares and the export records."""
-        threshold = prior_matching_threshold(logits["train"], p.prior) if self.cfg.relabel_threshold == "prior" \
-            else 0.0
+        oracle) rates them: what round selection compares and the export records. `rated_train`: out-of-fold
+        logits of the training items (rating_folds), rated in place of the classifier's in-sample ones."""
+        threshold = self.decision_threshold(logits["train"], p.prior)
         own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
-        after = self.label_priors(own["train"], seed)
+        rated, rated_logits, how = own, logits, {}
+        if rated_train is not None:
+            cut = self.decision_threshold(rated_train, p.prior)
+            rated = {**own, "train": (rated_train > cut).astype(np.int64)}
+            rated_logits = {**logits, "train": rated_train}
+            how = {"rating": f"out-of-fold ({self.cfg.rating_folds} folds)"}
+        after = self.label_priors(rated["train"], seed)
         return own, {"label_priors": after.to_dict(), "threshold": threshold,
-                     "selection_score": self.selection_score(own["train"], after),
-                     "positive_rate": float(own["train"].mean()), "quality": self.evaluate(own, logits)}
+                     "selection_score": self.selection_score(rated["train"], after),
+                     "positive_rate": float(rated["train"].mean()), "quality": self.evaluate(rated, rated_logits),
+                     **how}
+
+    def out_of_fold_train_logits(self, backend, labels: dict, risk, val_risk, seed: int) -> np.ndarray | None:
+        """With rating_folds K: each training item's logit from a head fitted on the other folds, for rating. None
+        when the rating is in-sample, or when cross-fitting already made the round's training logits out-of-fold."""
+        if not self.cfg.rating_folds or self.cfg.relabel_crossfit_folds:
+            return None
+
+        def fit_predict(train_idx, held_out):
+            head, _ = backend._fit(train_idx, labels, risk, val_risk, seed)
+            return head_logits(head, backend.features["train"][held_out])
+        folds = relabel_lib.crossfit_folds(labels["train"], self.cfg.rating_folds, seed)
+        return relabel_lib.out_of_fold_logits(folds, fit_predict)
+
+    def view_backend(self) -> FrozenBackend:
+        """Co-training: the frozen backend of the second backbone (a linear head on its cached features)."""
+        if self._view_backend is None:
+            cfg = self.cfg
+            self._view_backend = FrozenBackend(dataclasses.replace(
+                cfg, model_name_or_path=cfg.relabel_view_model, feature_layer=cfg.relabel_view_feature_layer,
+                head="linear", relabel_crossfit_folds=0, rating_folds=0, relabel_view_model=None), self.corpus)
+        return self._view_backend
+
+    def _train_view(self, folder: Path, index: int, labels: dict, seed: int) -> tuple[dict, dict]:
+        """Round `index` of the co-training view head, on the view's own label chain (round 1: the annotator's
+        labels, `labels`); its head goes to folder/view/. Returns its logits and metrics."""
+        if index > 1:
+            labels, _ = self.read_round(round_dir(self.out, index - 1), "view_pseudo_label")
+        try:
+            p = self._guarded_priors(index, labels, seed)
+        except priors_lib.PriorError as err:
+            raise priors_lib.PriorError(f"co-training view {self.cfg.relabel_view_model}: {err}") from err
+        risk = risk_for(self.cfg.loss, p.prior, p.theta_p, p.theta_n, self.cfg.lam)
+        val_risk = risk_for("robust_uu" if p.delta > 0 else "pn", p.prior, p.theta_p, p.theta_n, self.cfg.lam)
+        (folder / VIEW_DIR).mkdir()
+        logits, _ = self.view_backend().train(folder / VIEW_DIR, labels, risk, val_risk, seed)
+        threshold = self.decision_threshold(logits["train"], p.prior)
+        own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
+        return logits, {"model": self.cfg.relabel_view_model, "priors": p.to_dict(),
+                        "quality": self.evaluate(own, logits)}
 
     def _train_round(self, index: int, backend, labels: dict) -> None:
         """Round `index`: priors of the previous labels -> train -> the classifier's own labels (rated by the
@@ -192,13 +257,22 @@ class Refinement:
             logits, info = backend.train(tmp, labels, risk, val_risk, seed, init_from=init)
             if not all(np.all(np.isfinite(v)) for v in logits.values()):
                 raise FloatingPointError(f"round {index}: the classifier produced non-finite logits")
-            own, rating = self.rate_classifier(logits, p, seed)
+            own, rating = self.rate_classifier(
+                logits, p, seed, self.out_of_fold_train_logits(backend, labels, risk, val_risk, seed))
             metrics = {"round": index, "priors": p.to_dict(), "selection_risk": selection, **rating}
-            new = own
+            new, view = own, None
             if cfg.combined_relabel:
-                previous = [self.read_logits(round_dir(self.out, i)) for i in range(1, index)]
-                scores = relabel_lib.relabel_scores([*previous, logits], self.anchor(), cfg.relabel_anchor_weight,
-                                                    cfg.relabel_ensemble)
+                history = [*(self.read_logits(round_dir(self.out, i)) for i in range(1, index)), logits]
+                if cfg.relabel_view_model:
+                    view_logits, metrics["view"] = self._train_view(tmp, index, labels, seed)
+                    view_history = [*(self.read_logits(round_dir(self.out, i), "view_logit") for i in range(1, index)),
+                                    view_logits]
+                    scores, view_scores = relabel_lib.co_training_scores(
+                        history, view_history, self.anchor(), cfg.relabel_anchor_weight, cfg.relabel_ensemble)
+                    view = (relabel_lib.relabel(view_scores, p.prior)[0], view_logits)
+                else:
+                    scores = relabel_lib.relabel_scores(history, self.anchor(), cfg.relabel_anchor_weight,
+                                                        cfg.relabel_ensemble)
                 new, cut = relabel_lib.relabel(scores, p.prior)
                 metrics["relabel"] = {"threshold": cut, "agreement_with_classifier": float(np.mean(
                                           new["train"] == own["train"])),
@@ -207,7 +281,7 @@ class Refinement:
             metrics.update({"flips": {s: int(np.sum(new[s] != labels[s])) for s in SPLITS},
                             "seconds": time.perf_counter() - start, **info})
             if distributed_state().is_main_process:
-                self._write_relabels(tmp, new, logits)
+                self._write_relabels(tmp, new, logits, view)
                 write_json(tmp / "metrics.json", metrics)
 
     # ---- the run ----------------------------------------------------------------------------------------------
@@ -330,7 +404,8 @@ class Refinement:
             pn = risk_for("pn", p.prior, p.theta_p, p.theta_n)
             with shared_atomic_dir(folder) as tmp:
                 logits, info = backend.train(tmp, labels, pn, pn, seed)
-                own, rating = self.rate_classifier(logits, p, seed)
+                own, rating = self.rate_classifier(logits, p, seed,
+                                                   self.out_of_fold_train_logits(backend, labels, pn, pn, seed))
                 metrics = {"round": 0, "vanilla": True, "priors": p.to_dict(), "selection_risk": "pn", **rating,
                            **info}
                 if distributed_state().is_main_process:

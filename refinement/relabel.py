@@ -2,12 +2,15 @@
 
 On frozen features a classifier that relabels with its own boundary feeds the next round two pseudo-sets split by
 a hyperplane of the very features it trains on. That breaks the UU assumption (each set is a mixture of the *same*
-class-conditional distributions) and the boundary drifts round after round. Three levers, combinable:
+class-conditional distributions) and the boundary drifts round after round. Four levers, combinable:
 
 - anchor: add the annotator's round-0 score, a second view whose errors are not the classifier's, to the
   classifier's score (both standardized on the training split);
 - ensemble: score with the mean of every round's standardized logits so far, so no single boundary dominates;
-- cross-fitting (frozen backend): each training item is scored by a head that did not train on it.
+- cross-fitting (frozen backend): each training item is scored by a head that did not train on it;
+- co-training (frozen backend): a second head on another backbone's features trains every round too, and each
+  head's next labels come from the other's scores. A boundary the shipped head cannot draw in its own features
+  leaves noise that looks closer to class-conditional to it.
 
 A combined score has no meaningful zero, so it is cut at the prior-matching quantile (a share pi harmless).
 """
@@ -35,6 +38,14 @@ def relabel_scores(round_logits: Sequence[dict], anchor: dict | None, anchor_wei
     if anchor is not None and anchor_weight:
         combined = {s: combined[s] + anchor_weight * standardize(anchor[s], anchor["train"]) for s in combined}
     return combined
+
+
+def co_training_scores(main_logits: Sequence[dict], view_logits: Sequence[dict], anchor: dict | None,
+                       anchor_weight: float, ensemble: bool) -> tuple[dict, dict]:
+    """(the score the main head's next labels are cut from, the score the view head's are cut from): each head
+    learns from the other's rounds so far (plus the anchor), never from its own boundary."""
+    return (relabel_scores(view_logits, anchor, anchor_weight, ensemble),
+            relabel_scores(main_logits, anchor, anchor_weight, ensemble))
 
 
 def relabel(scores: dict, prior: float) -> tuple[dict, float]:

@@ -13,7 +13,16 @@ from refinement.corpus import load_corpus
 from refinement.heads import head_logits
 from refinement.loop import run_refinement
 from refinement.losses import risk_for
-from refinement.relabel import crossfit_folds, out_of_fold_logits, relabel, relabel_scores, standardize
+from refinement.metrics import estimated_accuracy
+from refinement.priors import oracle_priors
+from refinement.relabel import (
+    co_training_scores,
+    crossfit_folds,
+    out_of_fold_logits,
+    relabel,
+    relabel_scores,
+    standardize,
+)
 
 
 def test_standardize_uses_the_reference_statistics():
@@ -52,6 +61,21 @@ def test_the_ensemble_averages_every_round_and_plain_uses_the_last():
     # the test split is standardized with its round's training statistics
     assert relabel_scores([first], None, 0.0, ensemble=False)["test"] == pytest.approx(
         standardize(first["test"], first["train"]))
+
+
+def test_co_training_cuts_each_heads_labels_from_the_other_head():
+    """The main head's rounds rank items 0 and 1 top, the view head's rank them bottom: the main head's next labels
+    follow the view's ranking and the view's follow the main head's, each through the same anchored ensemble as
+    plain relabelling."""
+    main = [{"train": np.array([3.0, 1.0, 0.0, -1.0])}, {"train": np.array([2.0, 2.5, -1.0, -2.0])}]
+    view = [{"train": np.array([-1.0, 0.0, 1.0, 3.0])}, {"train": np.array([-2.0, 1.0, 0.5, 2.0])}]
+    anchor = {"train": np.array([0.2, 0.6, 0.5, 0.9])}
+    for_main, for_view = co_training_scores(main, view, anchor, 0.5, ensemble=True)
+    assert for_main["train"] == pytest.approx(relabel_scores(view, anchor, 0.5, ensemble=True)["train"])
+    assert for_view["train"] == pytest.approx(relabel_scores(main, anchor, 0.5, ensemble=True)["train"])
+    for_main, for_view = co_training_scores(main, view, None, 0.0, ensemble=True)
+    assert relabel(for_main, 0.5)[0]["train"].tolist() == [0, 0, 1, 1]
+    assert relabel(for_view, 0.5)[0]["train"].tolist() == [1, 1, 0, 0]
 
 
 def test_crossfit_folds_are_stratified_and_cover_every_item():
@@ -105,6 +129,48 @@ def test_frozen_crossfit_train_logits_come_from_heads_that_never_saw_the_item(no
     assert logits["test"] == pytest.approx(head_logits(full, backend.features["test"]), abs=1e-6)
 
 
+def test_out_of_fold_rating_rates_a_round_by_heads_that_never_saw_the_item(noisy_data, noisy_rows, make_config,
+                                                                         tmp_path):
+    """rating_folds=2: round 1's selection score and training accuracy are those of the labels cut from 2-fold
+    out-of-fold logits (oracle priors), while its relabels, test quality and decision threshold stay the full
+    head's; the in-sample rating of the same head differs."""
+    from refinement.loop import Refinement
+
+    rated = {}
+    for folds in (0, 2):
+        out = tmp_path / f"folds{folds}"
+        summary = run_refinement(make_config(noisy_data, out, num_rounds=1, num_labeled=0, rating_folds=folds,
+                                             relabel_anchor_weight=0.0, relabel_ensemble=False,
+                                             relabel_threshold="prior", export_model=False))
+        rated[folds] = summary["rounds"][1]
+    assert rated[2]["rating"] == "out-of-fold (2 folds)" and "rating" not in rated[0]
+    assert rated[2]["quality"]["test"] == rated[0]["quality"]["test"]
+    assert rated[2]["threshold"] == pytest.approx(rated[0]["threshold"])
+
+    run = Refinement(make_config(noisy_data, tmp_path / "folds2", num_rounds=1, num_labeled=0, rating_folds=2,
+                                 relabel_anchor_weight=0.0, relabel_ensemble=False, relabel_threshold="prior",
+                                 export_model=False))
+    backend = FrozenBackend(run.cfg, run.corpus)
+    labels = run.corpus.pseudo
+    gold = np.array([r["label"] for r in noisy_rows if r["split"] == "train"])
+    p = oracle_priors(gold, labels["train"])
+    risk = risk_for("robust_uu", p.prior, p.theta_p, p.theta_n, -0.001)
+    seed = run.cfg.seed + 1
+    held_out_logits = np.empty(len(gold))
+    folds = crossfit_folds(labels["train"], 2, seed)
+    for fold in (0, 1):
+        head, _ = backend._fit(np.flatnonzero(folds != fold), labels, risk, risk, seed)
+        held_out_logits[folds == fold] = head_logits(head, backend.features["train"][folds == fold])
+    own = (held_out_logits > np.quantile(held_out_logits, 1 - p.prior)).astype(int)
+    after = oracle_priors(gold, own, min_delta=None)
+    assert rated[2]["selection_score"] == pytest.approx(estimated_accuracy(own.mean(), after.theta_p, after.theta_n))
+    assert rated[2]["quality"]["train"]["accuracy"] == pytest.approx(np.mean(own == gold))
+    assert rated[2]["quality"]["train"]["accuracy"] != pytest.approx(rated[0]["quality"]["train"]["accuracy"])
+    rows, _ = read_round(tmp_path / "folds2", 1)
+    in_sample = np.array([r["logit"] for r in rows if r["split"] == "train"])
+    assert not np.allclose(in_sample, held_out_logits, atol=1e-3)  # relabels keep the full head's logits
+
+
 # ------------------------------------------------------------------------------------- switches in a run
 
 
@@ -133,6 +199,42 @@ def test_an_anchored_run_trains_round_2_on_the_combined_labels(noisy_data, noisy
     assert summary["rounds"][2]["priors"]["prior"] == pytest.approx(np.mean([r["label"] for r in noisy_rows
                                                                              if r["split"] == "train"]))
     assert "combined score" in (out / "report.md").read_text()
+
+
+def test_a_co_trained_run_cuts_each_heads_labels_from_the_other_view(noisy_data, noisy_rows, make_config, tmp_path):
+    """Co-training with a second backbone (a tiny random Llama as the view): round 1 trains both heads on the
+    annotator's labels; the shipped head's next labels are cut from z(view) + w z(annotator), the view's from
+    z(shipped head) + w z(annotator); round 2 trains the view on its own chain. Off, no view head is trained and
+    the next labels follow the shipped head."""
+    from tiny_models import build_tiny_llama
+
+    view_model = build_tiny_llama(tmp_path / "view_backbone")
+    annotator = np.array([r["pseudo_label"] for r in noisy_rows if r["split"] == "train"], dtype=float)
+    gold = np.array([r["label"] for r in noisy_rows if r["split"] == "train"])
+    trained = {}
+    for view in (view_model, None):
+        out = tmp_path / ("co" if view else "off")
+        run_refinement(make_config(noisy_data, out, num_rounds=2, num_labeled=0, relabel_anchor_weight=0.5,
+                                   relabel_ensemble=True, relabel_view_model=view, export_model=False))
+        trained[view] = [read_round(out, i) for i in (1, 2)]
+    (rows, metrics), (_, metrics_2) = trained[view_model]
+    train = [r for r in rows if r["split"] == "train"]
+    main_logit, view_logit = (np.array([r[k] for r in train]) for k in ("logit", "view_logit"))
+    z_annotator = standardize(annotator, annotator)
+    for column, other in (("pseudo_label", view_logit), ("view_pseudo_label", main_logit)):
+        score = standardize(other, other) + 0.5 * z_annotator
+        assert [r[column] for r in train] == (score > np.quantile(score, 1 - gold.mean())).astype(int).tolist()
+    assert (tmp_path / "co" / "round_01" / "view" / "head.safetensors").is_file()
+    assert metrics["view"]["priors"] == pytest.approx(oracle_priors(gold, annotator.astype(int)).to_dict())
+    view_chain = np.array([r["view_pseudo_label"] for r in train])
+    assert metrics_2["view"]["priors"]["theta_p"] == pytest.approx(oracle_priors(gold, view_chain).theta_p)
+
+    (rows_off, metrics_off), _ = trained[None]
+    assert "view" not in metrics_off and "view_logit" not in rows_off[0]
+    off = [r for r in rows_off if r["split"] == "train"]
+    off_logit = np.array([r["logit"] for r in off])
+    score = standardize(off_logit, off_logit) + 0.5 * z_annotator
+    assert [r["pseudo_label"] for r in off] == (score > np.quantile(score, 1 - gold.mean())).astype(int).tolist()
 
 
 def test_the_interval_rule_refuses_what_the_point_rule_lets_through(noisy_rows, make_config, tmp_path):
