@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 OFFLINE_ENV = {
@@ -128,3 +131,20 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 def round_folders(output_dir: Path) -> list[str]:
     return sorted(p.name for p in Path(output_dir).glob("round_*") if p.is_dir())
+
+
+def kill_once(command: list[str], ready, what: str, env: dict, timeout: float) -> None:
+    """Start the command, SIGKILL it as soon as `ready()` is true (`what` is on disk)."""
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"exited ({proc.returncode}) before {what}: {proc.stderr.read()!r}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what} was not written in time")
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL

@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, make_rows, write_jsonl
+from conftest import REPO, kill_once, make_rows, write_jsonl
 from safetensors.torch import load_file
 from test_safety_rl import CPU, PPO_STEPS, TINY_LORA, logged, ppo, run_args
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
@@ -28,23 +27,6 @@ ANNOTATE_YAML = REPO / "recipes" / "configs" / "annotate" / "cpu_smollm2.yaml"
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def kill_once(command: list[str], ready, what: str, env: dict, timeout: float) -> None:
-    """Start the command, SIGKILL it as soon as `ready()` is true (`what` is on disk)."""
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            pytest.fail(f"exited ({proc.returncode}) before {what}: {proc.stderr.read()!r}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"{what} was not written in time")
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
 
 
 @pytest.mark.slow
@@ -135,9 +117,9 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(rewa
 
     def command(out: Path) -> list[str]:
         cpu = [arg if arg != "no" else "steps" for arg in CPU]  # --save_strategy steps
-        return [sys.executable, "recipes/safety_grpo.py", "--policy", reward_models.policy, "--reward_model",
-                reward_models.rm_other, "--output_dir", str(out), "--max_prompts", "8", *cpu, *TINY_LORA,
-                "--save_steps", "1", "--per_device_train_batch_size", "4", "--num_generations", "2",
+        return [sys.executable, "recipes/safety_grpo.py", "--model_name_or_path", reward_models.policy,
+                "--reward_model", reward_models.rm_other, "--output_dir", str(out), "--max_prompts", "8", *cpu,
+                *TINY_LORA, "--save_steps", "1", "--per_device_train_batch_size", "4", "--num_generations", "2",
                 "--max_completion_length", "8", "--max_steps", str(steps), "--beta", "0.04", "--learning_rate",
                 "1e-3", "--activation_checkpointing", "false"]
 

@@ -10,11 +10,16 @@ measures the effect."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, import_recipe, write_jsonl
+import torch
+from conftest import REPO, import_recipe, kill_once, write_jsonl
+from safetensors.torch import load_file
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
 
 from alignment.demo import demo_path
@@ -216,3 +221,35 @@ def test_grpo_trains_the_round_when_asked(two_rounds, setup):
     assert read(out / "stages.json")["rl_01"]["argv"][1].endswith("configs/grpo/cpu_smollm2.yaml")
     assert summary["rounds"][1]["harmless_rate"] == read(out / "round_01" / "eval" / "metrics.json")["harmful"][
         "harmless_rate"]
+
+
+@pytest.mark.slow
+def test_a_round_killed_mid_refinement_resumes_to_the_uninterrupted_round(two_rounds, setup):
+    """`kill -9` while round 1 refines (its generations written, its reward not yet trained), then the same command:
+    the round ends exactly as a run that was never killed (generations, relabels, reward, RL policy, evaluation)."""
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "recipes/generative_refinement.py", *setup["argv"], "--num_rounds", "1",
+                "--output_dir", str(out), "--judge_model", str(two_rounds[0] / "judge" / "model")]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    killed, clean = setup["base"] / "killed", setup["base"] / "clean"
+    annotated = killed / "round_01" / "refine" / "annotation" / "annotated.jsonl"
+    kill_once(command(killed), annotated.exists, "round 1's self-judgements", env, timeout=600)
+    assert not (killed / "round_01" / "eval").exists(), "the round finished before it could be killed"
+    stamps = read(killed / "stages.json")
+    assert "generate_01" in stamps and "refine_01" not in stamps  # only finished stages are recorded
+
+    for out in (killed, clean):
+        done = subprocess.run(command(out), cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert read(killed / "stages.json")["generate_01"] == stamps["generate_01"]  # not sampled again
+
+    one, other = killed / "round_01", clean / "round_01"
+    for name in ("generations.jsonl", "refine/round_01/relabels.jsonl"):
+        assert (one / name).read_bytes() == (other / name).read_bytes(), name
+    for name in ("reward_model/model.safetensors", "rl/adapter/adapter_model.safetensors"):
+        after_kill, straight = load_file(one / name), load_file(other / name)
+        assert after_kill.keys() == straight.keys()
+        assert all(torch.equal(after_kill[key], straight[key]) for key in straight), name
+    metrics = [read(folder / "eval" / "metrics.json") for folder in (one, other)]
+    assert {g: metrics[0][g] for g in ("harmful", "benign")} == {g: metrics[1][g] for g in ("harmful", "benign")}
