@@ -129,12 +129,13 @@ def self_refinement_row(annotated: Path) -> list[str]:
 
 def relabel_fields(spec: str) -> dict:
     """RefineConfig relabelling fields of a variant: `default` (the config's defaults), `plain` (the classifier's
-    own labels), `anchor=W`, `crossfit=K`, `ensemble`, `view=MODEL` or `view=MODEL@LAYER` (co-training with a
-    head on a second frozen backbone), or several joined by '+' (e.g. `anchor=0.5+ensemble+view=embedded:minilm`)."""
+    own labels), `anchor=W`, `crossfit=K`, `ensemble`, `view=MODEL` or `view=MODEL@LAYER` (relabel with a head
+    on a second frozen backbone, fitted on the annotator's labels), `cotrain` (that head learns every round), or
+    several joined by '+' (e.g. `anchor=0.5+ensemble+view=embedded:minilm`)."""
     if spec == "default":
         return {}
     fields = {"relabel_anchor_weight": 0.0, "relabel_ensemble": False, "relabel_crossfit_folds": 0,
-              "relabel_view_model": None, "relabel_view_feature_layer": None}
+              "relabel_view_model": None, "relabel_view_feature_layer": None, "relabel_view_training": "annotator"}
     for part in spec.split("+"):
         name, _, value = part.partition("=")
         if name == "anchor" and value:
@@ -147,9 +148,11 @@ def relabel_fields(spec: str) -> dict:
             model, _, layer = value.partition("@")
             fields["relabel_view_model"] = model
             fields["relabel_view_feature_layer"] = int(layer) if layer else None
+        elif name == "cotrain" and not value:
+            fields["relabel_view_training"] = "cotrain"
         elif name != "plain":
             raise SystemExit(f"--relabels {spec!r}: use default, plain, anchor=W, crossfit=K, ensemble, view=MODEL[@LAYER],"
-                             " joined by +")
+                             " cotrain, joined by +")
     return fields
 
 

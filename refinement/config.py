@@ -13,6 +13,7 @@ MODES = ("frozen", "lora", "qlora", "full")
 ROUND_SELECTIONS = ("labeled", "last")
 RELABEL_THRESHOLDS = ("zero", "prior")
 PRIOR_GUARDS = ("interval", "point")
+VIEW_TRAININGS = ("annotator", "cotrain")
 
 
 @dataclass
@@ -63,8 +64,9 @@ class RefineConfig(DatasetArguments):
     relabel_anchor_weight: float = field(default=0.5, metadata={"help": "Relabel by z(classifier) + w * z(annotator's round-0 score, or its labels when the data has no score); 0 = off. With relabel_ensemble, the measured best on frozen features (docs/results.md)"})
     relabel_ensemble: bool = field(default=True, metadata={"help": "Relabel by the mean standardized logit of every round so far (plus the anchor); false = this round's logit only"})
     relabel_crossfit_folds: int = field(default=0, metadata={"help": "frozen mode: relabel each training item with a head fitted on the other folds (K >= 2; 0 = off)"})
-    relabel_view_model: str | None = field(default=None, metadata={"help": "frozen mode: co-training. A linear head on this second frozen backbone (e.g. embedded:minilm) is trained every round too; each classifier's next labels are cut from the other's scores (with the anchor and ensemble as set), never from its own boundary; none = off"})
+    relabel_view_model: str | None = field(default=None, metadata={"help": "frozen mode: a linear head on this second frozen backbone (e.g. embedded:minilm) scores the relabelling instead of the shipped head: the next labels are cut from z(view head) + w * z(annotator) (ensembled as set), never from the shipped head's own boundary; none = off"})
     relabel_view_feature_layer: int | None = field(default=None, metadata={"help": "Truncate the view backbone to its first N layers."})
+    relabel_view_training: str = field(default="annotator", metadata={"help": "annotator: the view head learns once, in round 1, from the annotator's labels (whose noise does not depend on the shipped head's features) and scores every relabelling | cotrain: it learns every round from labels cut from the shipped head's scores (co-training)"})
     reinit_each_round: bool = field(default=True, metadata={"help": "lora/qlora/full: fine-tune the base model afresh every round (the paper's way); false continues from the previous round's model"})
     export_model: bool = field(default=True, metadata={"help": "Write the shipped classifier to model/ (false: rounds and metrics only, for sweeps)"})
     rating_folds: int = field(default=0, metadata={"help": "frozen mode: rate each trained round (and the vanilla PN head) by its training items' out-of-fold logits from K heads fitted without them, so round selection never rates a head on items it fitted (K >= 2; 0 = in-sample)"})
@@ -102,6 +104,7 @@ class RefineConfig(DatasetArguments):
     def __post_init__(self):
         choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS,
                    "relabel_threshold": RELABEL_THRESHOLDS, "prior_guard": PRIOR_GUARDS,
+                   "relabel_view_training": VIEW_TRAININGS,
                    "score_missing": ("error", "drop")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -6,8 +6,9 @@ finished round and ends with the same result as an uninterrupted one):
   labeled_sample.json  the fixed i.i.d. gold sample L (few-labeled mode: drawn, or a human's labeled_sample_path)
   annotation/          with an `annotator:` block: the LLM's judgements (refinement.annotation.stage)
   round_00/            the annotator's labels: relabels.jsonl, metrics.json
-  round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json (co-training: view/head.safetensors,
-                       and each relabels row also holds the view head's logit and next label)
+  round_NN/            head.safetensors or model/, relabels.jsonl, metrics.json (with a relabelling view: the view
+                       head's logit and training labels in each relabels row, and its head in view/ when the
+                       round fitted one)
   vanilla/             only when the labeled sample rates round 0 best: a PN classifier of the annotator's labels
   model/               the shipped classifier as a stock AutoModelForSequenceClassification folder: the selected
                        round's, or vanilla/'s (config.json: reward_source refined | vanilla_pn)
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 # may differ between a run and its resume
 RESUMABLE_CHANGES = {"num_rounds", "patience", "output_dir", "export_model"}
 VANILLA_DIR = "vanilla"  # the PN classifier of the round-0 labels, shipped when no refined round beats them
-VIEW_DIR = "view"  # co-training: the head on the second backbone, inside a round folder
+VIEW_DIR = "view"  # the relabelling view's head on the second backbone, inside a round folder
 
 
 def round_dir(output_dir: Path, index: int) -> Path:
@@ -113,8 +114,8 @@ class Refinement:
     @staticmethod
     def _write_relabels(folder: Path, labels: dict, logits: dict | None, view: tuple[dict, dict] | None = None
                         ) -> None:
-        """One row per item: its next label and this round's logit; with co-training also the view head's logit
-        and the view's next label (`view` = (view labels, view logits))."""
+        """One row per item: its next label and this round's logit; with a relabelling view also the view head's
+        logit and the labels it learns from next (`view` = (view labels, view logits))."""
         with open(folder / "relabels.jsonl", "w") as handle:
             for split in SPLITS:
                 for i, label in enumerate(labels[split]):
@@ -128,7 +129,7 @@ class Refinement:
 
     @staticmethod
     def read_round(path: Path, column: str = "pseudo_label") -> tuple[dict, dict]:
-        """A round's next labels (`column`: pseudo_label, or view_pseudo_label for the co-training view) and its
+        """A round's next labels (`column`: pseudo_label, or view_pseudo_label for the relabelling view's) and its
         metrics."""
         labels = {s: [] for s in SPLITS}
         with open(path / "relabels.jsonl") as handle:
@@ -141,7 +142,7 @@ class Refinement:
     @staticmethod
     def read_logits(path: Path, column: str = "logit") -> dict:
         """The classifier logits a trained round (or vanilla/) wrote beside its relabels, per split in corpus order
-        (`column` view_logit: the co-training view head's)."""
+        (`column` view_logit: the relabelling view head's)."""
         relabels = path / "relabels.jsonl"
         logits = {s: [] for s in SPLITS}
         with open(relabels) as handle:
@@ -212,7 +213,7 @@ class Refinement:
         return relabel_lib.out_of_fold_logits(folds, fit_predict)
 
     def view_backend(self) -> FrozenBackend:
-        """Co-training: the frozen backend of the second backbone (a linear head on its cached features)."""
+        """The relabelling view: the frozen backend of the second backbone (a linear head on its cached features)."""
         if self._view_backend is None:
             cfg = self.cfg
             self._view_backend = FrozenBackend(dataclasses.replace(
@@ -221,14 +222,19 @@ class Refinement:
         return self._view_backend
 
     def _train_view(self, folder: Path, index: int, labels: dict, seed: int) -> tuple[dict, dict]:
-        """Round `index` of the co-training view head, on the view's own label chain (round 1: the annotator's
-        labels, `labels`); its head goes to folder/view/. Returns its logits and metrics."""
+        """The view head's logits and metrics in round `index`. Round 1 fits it on the annotator's labels
+        (`labels`) into folder/view/; later rounds read round 1's back (relabel_view_training annotator) or fit it
+        on the view's own chain of labels (cotrain)."""
         if index > 1:
+            if self.cfg.relabel_view_training == "annotator":
+                first = round_dir(self.out, 1)
+                return (self.read_logits(first, "view_logit"),
+                        {**self.read_round(first)[1]["view"], "trained_in_round": 1})
             labels, _ = self.read_round(round_dir(self.out, index - 1), "view_pseudo_label")
         try:
             p = self._guarded_priors(index, labels, seed)
         except priors_lib.PriorError as err:
-            raise priors_lib.PriorError(f"co-training view {self.cfg.relabel_view_model}: {err}") from err
+            raise priors_lib.PriorError(f"relabelling view {self.cfg.relabel_view_model}: {err}") from err
         risk = risk_for(self.cfg.loss, p.prior, p.theta_p, p.theta_n, self.cfg.lam)
         val_risk = risk_for("robust_uu" if p.delta > 0 else "pn", p.prior, p.theta_p, p.theta_n, self.cfg.lam)
         (folder / VIEW_DIR).mkdir()
@@ -269,7 +275,9 @@ class Refinement:
                                     view_logits]
                     scores, view_scores = relabel_lib.co_training_scores(
                         history, view_history, self.anchor(), cfg.relabel_anchor_weight, cfg.relabel_ensemble)
-                    view = (relabel_lib.relabel(view_scores, p.prior)[0], view_logits)
+                    view_next = relabel_lib.relabel(view_scores, p.prior)[0] \
+                        if cfg.relabel_view_training == "cotrain" else self.corpus.pseudo  # the round-0 labels
+                    view = (view_next, view_logits)
                 else:
                     scores = relabel_lib.relabel_scores(history, self.anchor(), cfg.relabel_anchor_weight,
                                                         cfg.relabel_ensemble)

@@ -8,9 +8,10 @@ class-conditional distributions) and the boundary drifts round after round. Four
   classifier's score (both standardized on the training split);
 - ensemble: score with the mean of every round's standardized logits so far, so no single boundary dominates;
 - cross-fitting (frozen backend): each training item is scored by a head that did not train on it;
-- co-training (frozen backend): a second head on another backbone's features trains every round too, and each
-  head's next labels come from the other's scores. A boundary the shipped head cannot draw in its own features
-  leaves noise that looks closer to class-conditional to it.
+- a second view (frozen backend): a head on another backbone's features scores the relabelling instead of the
+  shipped head. A boundary the shipped head cannot draw in its own features leaves noise that looks closer to
+  class-conditional to it. The view head learns from the annotator's labels once, or (co-training) every round
+  from labels cut from the shipped head's scores.
 
 A combined score has no meaningful zero, so it is cut at the prior-matching quantile (a share pi harmless).
 """

@@ -201,40 +201,54 @@ def test_an_anchored_run_trains_round_2_on_the_combined_labels(noisy_data, noisy
     assert "combined score" in (out / "report.md").read_text()
 
 
-def test_a_co_trained_run_cuts_each_heads_labels_from_the_other_view(noisy_data, noisy_rows, make_config, tmp_path):
-    """Co-training with a second backbone (a tiny random Llama as the view): round 1 trains both heads on the
-    annotator's labels; the shipped head's next labels are cut from z(view) + w z(annotator), the view's from
-    z(shipped head) + w z(annotator); round 2 trains the view on its own chain. Off, no view head is trained and
+def test_a_relabelling_view_cuts_the_next_labels_from_the_other_backbones_head(noisy_data, noisy_rows, make_config,
+                                                                                tmp_path):
+    """A second backbone (a tiny random Llama) as the relabelling view. Round 1 fits the view head on the
+    annotator's labels; the shipped head's next labels are cut from z(view) + w z(annotator). `annotator`
+    training reuses round 1's view head in round 2 (the view keeps learning from the annotator's labels);
+    `cotrain` fits it again on labels cut from z(shipped head) + w z(annotator). Off, no view head is trained and
     the next labels follow the shipped head."""
     from tiny_models import build_tiny_llama
 
     view_model = build_tiny_llama(tmp_path / "view_backbone")
-    annotator = np.array([r["pseudo_label"] for r in noisy_rows if r["split"] == "train"], dtype=float)
+    annotator = np.array([r["pseudo_label"] for r in noisy_rows if r["split"] == "train"])
     gold = np.array([r["label"] for r in noisy_rows if r["split"] == "train"])
-    trained = {}
-    for view in (view_model, None):
-        out = tmp_path / ("co" if view else "off")
-        run_refinement(make_config(noisy_data, out, num_rounds=2, num_labeled=0, relabel_anchor_weight=0.5,
-                                   relabel_ensemble=True, relabel_view_model=view, export_model=False))
-        trained[view] = [read_round(out, i) for i in (1, 2)]
-    (rows, metrics), (_, metrics_2) = trained[view_model]
-    train = [r for r in rows if r["split"] == "train"]
-    main_logit, view_logit = (np.array([r[k] for r in train]) for k in ("logit", "view_logit"))
     z_annotator = standardize(annotator, annotator)
-    for column, other in (("pseudo_label", view_logit), ("view_pseudo_label", main_logit)):
-        score = standardize(other, other) + 0.5 * z_annotator
-        assert [r[column] for r in train] == (score > np.quantile(score, 1 - gold.mean())).astype(int).tolist()
-    assert (tmp_path / "co" / "round_01" / "view" / "head.safetensors").is_file()
-    assert metrics["view"]["priors"] == pytest.approx(oracle_priors(gold, annotator.astype(int)).to_dict())
-    view_chain = np.array([r["view_pseudo_label"] for r in train])
-    assert metrics_2["view"]["priors"]["theta_p"] == pytest.approx(oracle_priors(gold, view_chain).theta_p)
 
-    (rows_off, metrics_off), _ = trained[None]
-    assert "view" not in metrics_off and "view_logit" not in rows_off[0]
-    off = [r for r in rows_off if r["split"] == "train"]
-    off_logit = np.array([r["logit"] for r in off])
-    score = standardize(off_logit, off_logit) + 0.5 * z_annotator
-    assert [r["pseudo_label"] for r in off] == (score > np.quantile(score, 1 - gold.mean())).astype(int).tolist()
+    def cut(logits):  # z(logits) + 0.5 z(annotator) at the prior-matching share
+        score = standardize(logits, logits) + 0.5 * z_annotator
+        return (score > np.quantile(score, 1 - gold.mean())).astype(int).tolist()
+
+    trained = {}
+    for training in ("annotator", "cotrain", None):
+        out = tmp_path / str(training)
+        run_refinement(make_config(noisy_data, out, num_rounds=2, num_labeled=0, relabel_anchor_weight=0.5,
+                                   relabel_ensemble=False, relabel_view_model=training and view_model,
+                                   relabel_view_training=training or "annotator", export_model=False))
+        trained[training] = [[r for r in read_round(out, i)[0] if r["split"] == "train"] for i in (1, 2)]
+        trained[training] += [read_round(out, i)[1] for i in (1, 2)]
+    for training in ("annotator", "cotrain"):
+        first, second, metrics, metrics_2 = trained[training]
+        view_logit = np.array([r["view_logit"] for r in first])
+        assert [r["pseudo_label"] for r in first] == cut(view_logit)
+        assert metrics["view"]["priors"] == pytest.approx(oracle_priors(gold, annotator).to_dict())
+        assert [r["pseudo_label"] for r in second] == cut(np.array([r["view_logit"] for r in second]))
+    assert (tmp_path / "annotator" / "round_01" / "view" / "head.safetensors").is_file()
+
+    first, second, _, metrics_2 = trained["annotator"]
+    assert [r["view_logit"] for r in second] == [r["view_logit"] for r in first]
+    assert [r["view_pseudo_label"] for r in first] == annotator.tolist()
+    assert metrics_2["view"]["trained_in_round"] == 1 and not (tmp_path / "annotator" / "round_02" / "view").exists()
+
+    first, second, _, metrics_2 = trained["cotrain"]
+    chain = [r["view_pseudo_label"] for r in first]
+    assert chain == cut(np.array([r["logit"] for r in first])) and chain != annotator.tolist()
+    assert metrics_2["view"]["priors"]["theta_p"] == pytest.approx(oracle_priors(gold, np.array(chain)).theta_p)
+    assert (tmp_path / "cotrain" / "round_02" / "view" / "head.safetensors").is_file()
+
+    first, _, metrics, _ = trained[None]
+    assert "view" not in metrics and "view_logit" not in first[0]
+    assert [r["pseudo_label"] for r in first] == cut(np.array([r["logit"] for r in first]))
 
 
 def test_the_interval_rule_refuses_what_the_point_rule_lets_through(noisy_rows, make_config, tmp_path):
