@@ -136,7 +136,7 @@ def _eos_prone_llama(directory, scale: float = 30.0) -> str:
 
 
 def test_rl_configs_have_the_fields_the_recipes_set():
-    """The RL YAMLs set these explicitly; PPO's missing-EOS penalty has no GRPO/RLOO twin (alignment.rl adds one as
+    """The RL YAMLs set these explicitly; PPO's missing-EOS penalty has no GRPO/RLOO twin (reward.task adds one as
     a reward function: if TRL grows the field, use it instead)."""
     import dataclasses
 
@@ -152,7 +152,7 @@ def test_rl_configs_have_the_fields_the_recipes_set():
 
 
 def test_grpo_completion_ids_end_at_eos_and_truncation_is_a_missing_eos(tmp_path):
-    """alignment.rl.MissingEosPenalty relies on GRPO passing each completion's ids cut after its first eos, and on
+    """reward.task.MissingEosPenalty relies on GRPO passing each completion's ids cut after its first eos, and on
     TRL calling a completion truncated (completions/clipped_ratio) exactly when its last id is not eos/pad."""
     import datasets
     from transformers import AutoTokenizer
