@@ -195,8 +195,17 @@ def test_non_refusal_reads_plain_and_conversational_replies():
         == [0.0, 1.0]
 
 
-def test_one_plain_target_module_stays_a_module_and_a_regex_passes_through():
+def test_one_plain_target_module_stays_a_module_and_a_regex_passes_through(tmp_path):
+    from peft import get_peft_model
+
+    from alignment.trl_api import ModelConfig
+
     assert lora_target_modules("q_proj") == ["q_proj"]  # ModelConfig's form of `--lora_target_modules q_proj`
+    lora = policy_peft_config(ModelConfig(use_peft=True, lora_target_modules=["q_proj"]))
+    adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(build_tiny_llama(tmp_path / "tiny")), lora)
+    adapted_layers = {name.split(".lora_A")[0].rsplit(".", 1)[1] for name, _ in adapted.named_parameters()
+                      if ".lora_A" in name}
+    assert adapted_layers == {"q_proj"}
     assert lora_target_modules(".*\\.q_proj") == ".*\\.q_proj" and lora_target_modules("all-linear") == "all-linear"
     assert lora_target_modules(["q_proj", "v_proj"]) == ["q_proj", "v_proj"] and lora_target_modules(None) is None
 
