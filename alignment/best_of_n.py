@@ -70,15 +70,19 @@ def _sampling_key(policy: str, prompts: Sequence[Prompt], n: int, sampling: Samp
 
 
 def load_or_sample(output_dir: Path, policy: str, prompts: Sequence[Prompt], n: int,
-                   sampling: SamplingConfig) -> tuple[list[list[str]], float | None]:
-    """The replies of an earlier probe in output_dir when it sampled the same way, else a new sampling pass;
-    returns (replies, seconds spent sampling now or None)."""
+                   sampling: SamplingConfig, rescore: bool = False) -> tuple[list[list[str]], float | None]:
+    """The replies of an earlier probe in output_dir when it sampled the same way, else a new sampling pass
+    (with `rescore`, an error instead: only the saved replies may be scored); returns (replies, seconds spent
+    sampling now or None)."""
     key = _sampling_key(policy, prompts, n, sampling)
     cached = output_dir / "replies.jsonl"
     meta = output_dir / "probe.json"
     if cached.exists() and meta.exists() and json.loads(meta.read_text()).get("sampled") == key:
         rows = [json.loads(line) for line in cached.read_text().splitlines()]
         return [row["replies"] for row in rows], None
+    if rescore:
+        raise ValueError(f"{output_dir} holds no replies sampled with this policy, these prompts and settings: "
+                         "nothing to rescore")
     started = time.perf_counter()
     replies = sample_replies(policy, prompts, n, sampling)
     return replies, time.perf_counter() - started
@@ -143,17 +147,17 @@ def probe_outcomes(prompts: Sequence[Prompt], harmless: np.ndarray, refusal: np.
 
 def run_probe(policy: str, harmful: Sequence[Prompt], benign: Sequence[Prompt], rewards: Mapping[str, str],
               judge: str, output_dir: str | Path, ks: Sequence[int] = (1, 4, 16),
-              sampling: SamplingConfig | None = None, score_batch_size: int = 32) -> dict:
-    """Sample max(ks) replies per prompt (or reuse them), score them with every reward model (name -> exported
-    classifier folder) and the judge, and measure each arm at each k. Writes output_dir; returns probe.json's
-    content."""
+              sampling: SamplingConfig | None = None, score_batch_size: int = 32, rescore: bool = False) -> dict:
+    """Sample max(ks) replies per prompt (or reuse them; with `rescore` only reuse them), score them with every
+    reward model (name -> exported classifier folder) and the judge, and measure each arm at each k. Writes
+    output_dir; returns probe.json's content."""
     sampling = sampling or SamplingConfig(do_sample=True, temperature=0.7, max_new_tokens=48, batch_size=16)
     if not harmful or not benign:
         raise ValueError(f"need harmful and benign prompts, got {len(harmful)} and {len(benign)}")
     if RANDOM in rewards or JUDGE in rewards:
         raise ValueError(f"reward names {RANDOM!r} and {JUDGE!r} are the probe's own arms")
     prompts, n, out = [*harmful, *benign], max(ks), Path(output_dir)
-    replies, sampling_seconds = load_or_sample(out, policy, prompts, n, sampling)
+    replies, sampling_seconds = load_or_sample(out, policy, prompts, n, sampling, rescore)
     texts = [format_example(p.text, reply) for p, row in zip(prompts, replies) for reply in row]
     started = time.perf_counter()
     scores, thresholds = {}, {}

@@ -1,6 +1,7 @@
 """Best-of-n probe on the embedded default: which reward steers SmolLM2's own replies toward harmless ones?
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/best_of_n.py   # n = 16, k = 1, 4, 16; 64 + 64 held-out prompts, 32 tokens
+    OMP_NUM_THREADS=1 .venv/bin/python bench/best_of_n.py --rescore   # score the saved replies again, never sample
 
 Models (each built once by its recipe's own main() into <out>/models, reused when present):
 
@@ -10,9 +11,11 @@ Models (each built once by its recipe's own main() into <out>/models, reused whe
             exported; it reuses the refined run's annotation (same judge, same settings)
   gold      recipes/configs/refine/demo_judge_minilm.yaml: PN on the train split's GOLD labels (the positive
             control: the best reward these features and items allow), exported
-  judge     recipes/configs/refine/demo_heldout_judge_smollm2.yaml: PN on the GOLD labels of the pairs' test split,
-            which no reward trains on, on frozen SmolLM2 layer-20 features (the rewards use MiniLM): the
-            evaluation judge (and the probe's ceiling arm)
+  judge     recipes/configs/refine/beavertails_judge_smollm2.yaml: PN on BeaverTails' GOLD train labels (real,
+            diverse text; read from ../shared/data at run time, CC-BY-NC-4.0) on frozen SmolLM2 layer-20 features:
+            no item and no backbone shared with the rewards. The evaluation judge (and the probe's ceiling arm); of
+            the judges independent of the rewards it ranks hand-labelled replies to harmful prompts best
+            (bench/judge_validation.py), the demo-pair judge it replaced ranked them below chance
 
 Prompts: the demo's `heldout` split (80 harmful, 76 benign; actions and tasks that appear in no pair).
 alignment.best_of_n samples n replies per prompt once and measures every arm; <out>/probe holds replies.jsonl,
@@ -26,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on 2 shared cores ran generation 5x slower
@@ -42,11 +46,23 @@ from refinement.corpus import ANNOTATION_DIR  # noqa: E402
 
 POLICY = "embedded:smollm2"
 REFINE_YAML = "recipes/configs/refine/demo_annotate_minilm.yaml"
-MODELS = {  # name -> (refine YAML, extra flags)
-    "refined": (REFINE_YAML, []),
-    "vanilla": (REFINE_YAML, ["--loss", "pn", "--num_rounds", "1"]),
-    "gold": ("recipes/configs/refine/demo_judge_minilm.yaml", []),
-    "judge": ("recipes/configs/refine/demo_heldout_judge_smollm2.yaml", []),
+@dataclass(frozen=True)
+class ModelRecipe:
+    """How one model is built: a refine YAML with extra flags, exported into <out>/models/<folder> (the model's
+    name unless given) under `license` (a model trained on BeaverTails inherits its CC-BY-NC-4.0)."""
+
+    config: str
+    flags: tuple[str, ...] = ()
+    folder: str | None = None
+    license: str = "apache-2.0"
+
+
+MODELS = {
+    "refined": ModelRecipe(REFINE_YAML),
+    "vanilla": ModelRecipe(REFINE_YAML, ("--loss", "pn", "--num_rounds", "1")),
+    "gold": ModelRecipe("recipes/configs/refine/demo_judge_minilm.yaml"),
+    "judge": ModelRecipe("recipes/configs/refine/beavertails_judge_smollm2.yaml", folder="beavertails_judge_smollm2",
+                         license="cc-by-nc-4.0"),
 }
 
 
@@ -62,25 +78,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rescore", action="store_true",
+                   help="score the replies saved in <out>/probe again (new models or judge); never sample")
     return p.parse_args(argv)
 
 
-def build_models(out: Path, seed: int) -> tuple[dict[str, str], dict[str, float]]:
+def build_models(out: Path, seed: int, recipes: dict[str, ModelRecipe] = MODELS
+                 ) -> tuple[dict[str, str], dict[str, float]]:
     """Each model's exported folder (built when missing) and the seconds spent building."""
     folders, seconds = {}, {}
-    for name, (config, flags) in MODELS.items():
-        run_dir, folder = out / "models" / f"{name}_run", out / "models" / name
+    for name, recipe in recipes.items():
+        folder_name = recipe.folder or name
+        run_dir, folder = out / "models" / f"{folder_name}_run", out / "models" / folder_name
         folders[name] = str(folder)
         if (folder / "config.json").exists():
             continue
         started = time.perf_counter()
         refined_annotation = out / "models" / "refined_run" / ANNOTATION_DIR
-        if name == "vanilla" and refined_annotation.is_dir() and not (run_dir / ANNOTATION_DIR).exists():
+        if recipe.config == REFINE_YAML and refined_annotation.is_dir() and not (run_dir / ANNOTATION_DIR).exists():
             shutil.copytree(refined_annotation, run_dir / ANNOTATION_DIR)  # same judge and settings: reused
         refine_classifier.main(*refine_classifier.make_parser().parse_args_and_config(
-            ["--config", config, *flags, "--output_dir", str(run_dir), "--seed", str(seed)]))
+            ["--config", recipe.config, *recipe.flags, "--output_dir", str(run_dir), "--seed", str(seed)]))
         export_reward_model.main(*export_reward_model.make_parser().parse_args_and_config(
-            ["--run_dir", str(run_dir), "--output_dir", str(folder), "--license", "apache-2.0"]))
+            ["--run_dir", str(run_dir), "--output_dir", str(folder), "--license", recipe.license]))
         seconds[name] = time.perf_counter() - started
     return folders, seconds
 
@@ -98,7 +118,7 @@ def main(argv=None) -> dict:
                               temperature=args.temperature, seed=args.seed)
     rewards = {name: folders[name] for name in ("vanilla", "refined", "gold")}
     result = run_probe(args.policy, harmful, benign, rewards, folders["judge"], out / "probe", ks=args.ks,
-                       sampling=sampling)
+                       sampling=sampling, rescore=args.rescore)
     result["seconds"]["models"] = seconds
     result["seconds"]["wall"] = time.perf_counter() - started
     (out / "bench.json").write_text(json.dumps({"args": vars(args), "seconds": result["seconds"]}, indent=2))
