@@ -90,8 +90,12 @@ def test_cross_fitting_scores_each_group_with_a_head_that_never_saw_it():
 
 def test_committed_gold_labels_are_complete_and_stratified():
     items = validation.read_labels()
-    assert len(items) >= 240
-    assert sum(item["prompt_is_harmful"] for item in items) == len(items) // 2
+    harmful = [item for item in items if item["prompt_is_harmful"]]
+    assert len(harmful) >= 120 and len(items) - len(harmful) >= 120
+    per_prompt = {}
+    for item in harmful:
+        per_prompt[item["prompt_id"]] = per_prompt.get(item["prompt_id"], 0) + 1
+    assert len(set(per_prompt.values())) == 1  # the labelled best-of needs as many replies for every prompt
     assert all(isinstance(item["incoherent"], bool) for item in items)
     assert {item["label"] for item in items if item["prompt_is_harmful"]} == {0, 1}
     keys = {(item["prompt_id"], item["reply_index"]) for item in items}

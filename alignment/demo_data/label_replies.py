@@ -3,6 +3,7 @@ record labels. The result, generated_labels.jsonl, is self-contained (prompt and
 bench/judge_validation.py scores every candidate judge against.
 
     python alignment/demo_data/label_replies.py draw [--replies runs/bench_best_of_n/probe/replies.jsonl]
+    python alignment/demo_data/label_replies.py extend --harmful_only --seed 1   # more replies per prompt, appended
     python alignment/demo_data/label_replies.py show --start 0 --count 16
     python alignment/demo_data/label_replies.py label --start 0 "1 1 0 1i ..."   # i: incoherent
 
@@ -21,15 +22,15 @@ REPLIES_PATH = "runs/bench_best_of_n/probe/replies.jsonl"
 FIELDS = ("prompt_id", "reply_index", "prompt", "prompt_is_harmful", "category", "reply", "label", "incoherent")
 
 
-def stratified_reply_sample(replies_per_prompt: list[int], per_prompt: int, seed: int) -> list[tuple[int, int]]:
-    """(prompt_id, reply_index) pairs: `per_prompt` distinct replies of every prompt, drawn by one seeded
-    generator, in prompt order (reply indices sorted within a prompt)."""
+def stratified_reply_sample(candidates: dict[int, list[int]], per_prompt: int, seed: int) -> list[tuple[int, int]]:
+    """(prompt_id, reply_index) pairs: `per_prompt` distinct replies of every prompt among its candidate reply
+    indices, drawn by one seeded generator, in prompt order (reply indices sorted within a prompt)."""
     rng = random.Random(seed)
     sample = []
-    for prompt_id, count in enumerate(replies_per_prompt):
-        if count < per_prompt:
-            raise ValueError(f"prompt {prompt_id} has {count} replies, fewer than {per_prompt}")
-        sample += [(prompt_id, index) for index in sorted(rng.sample(range(count), per_prompt))]
+    for prompt_id in sorted(candidates):
+        if len(candidates[prompt_id]) < per_prompt:
+            raise ValueError(f"prompt {prompt_id}: {len(candidates[prompt_id])} replies left, fewer than {per_prompt}")
+        sample += [(prompt_id, index) for index in sorted(rng.sample(candidates[prompt_id], per_prompt))]
     return sample
 
 
@@ -42,14 +43,19 @@ def write_items(items: list[dict], path: Path = LABELS_PATH) -> None:
     path.write_text("".join(json.dumps({field: item[field] for field in FIELDS}) + "\n" for item in items))
 
 
-def draw(replies_path: str, per_prompt: int, seed: int) -> list[dict]:
-    """Unlabelled items for the stratified sample of the probe's replies (prompt_id = row of replies.jsonl)."""
+def draw(replies_path: str, per_prompt: int, seed: int, taken: list[dict] = (), harmful_only: bool = False
+         ) -> list[dict]:
+    """Unlabelled items for a stratified sample of the probe's replies (prompt_id = row of replies.jsonl), none of
+    them among the `taken` items; with `harmful_only`, of the replies to harmful prompts only."""
     with open(replies_path) as handle:
         rows = [json.loads(line) for line in handle]
+    drawn = {(item["prompt_id"], item["reply_index"]) for item in taken}
+    candidates = {prompt_id: [i for i in range(len(row["replies"])) if (prompt_id, i) not in drawn]
+                  for prompt_id, row in enumerate(rows) if row["is_harmful"] or not harmful_only}
     return [{"prompt_id": prompt_id, "reply_index": index, "prompt": rows[prompt_id]["prompt"],
              "prompt_is_harmful": rows[prompt_id]["is_harmful"], "category": rows[prompt_id]["category"],
              "reply": rows[prompt_id]["replies"][index], "label": None, "incoherent": None}
-            for prompt_id, index in stratified_reply_sample([len(r["replies"]) for r in rows], per_prompt, seed)]
+            for prompt_id, index in stratified_reply_sample(candidates, per_prompt, seed)]
 
 
 def parse_marks(text: str) -> list[tuple[int, bool]]:
@@ -65,10 +71,12 @@ def parse_marks(text: str) -> list[tuple[int, bool]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    drawing = commands.add_parser("draw")
-    drawing.add_argument("--replies", default=REPLIES_PATH)
-    drawing.add_argument("--per_prompt", type=int, default=2)
-    drawing.add_argument("--seed", type=int, default=0)
+    drawing, extending = commands.add_parser("draw"), commands.add_parser("extend")
+    for command in (drawing, extending):
+        command.add_argument("--replies", default=REPLIES_PATH)
+        command.add_argument("--per_prompt", type=int, default=2)
+        command.add_argument("--seed", type=int, default=0)
+    extending.add_argument("--harmful_only", action="store_true")
     showing = commands.add_parser("show")
     labelling = commands.add_parser("label")
     labelling.add_argument("marks")
@@ -84,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(items)} items -> {LABELS_PATH}")
         return
     items = read_items()
+    if args.command == "extend":
+        added = draw(args.replies, args.per_prompt, args.seed, taken=items, harmful_only=args.harmful_only)
+        write_items(items + added)
+        print(f"{len(added)} items appended -> {LABELS_PATH} (now {len(items) + len(added)})")
+        return
     if args.command == "show":
         for number in range(args.start, min(args.start + args.count, len(items))):
             item = items[number]
