@@ -11,11 +11,10 @@ Models (each built once by its recipe's own main() into <out>/models, reused whe
             exported; it reuses the refined run's annotation (same judge, same settings)
   gold      recipes/configs/refine/demo_judge_minilm.yaml: PN on the train split's GOLD labels (the positive
             control: the best reward these features and items allow), exported
-  judge     recipes/configs/refine/beavertails_judge_smollm2.yaml: PN on BeaverTails' GOLD train labels (real,
-            diverse text; read from ../shared/data at run time, CC-BY-NC-4.0) on frozen SmolLM2 layer-20 features:
-            no item and no backbone shared with the rewards. The evaluation judge (and the probe's ceiling arm); of
-            the judges independent of the rewards it ranks hand-labelled replies to harmful prompts best
-            (bench/judge_validation.py), the demo-pair judge it replaced ranked them below chance
+  judge     recipes/configs/refine/generated_judge_smollm2.yaml: PN on hand labels of SmolLM2's own replies to
+            these held-out prompts (alignment/demo_data/generated_labels.jsonl, its train categories) on frozen
+            SmolLM2 features (all 30 layers): no item and no backbone shared with the rewards. The evaluation judge
+            (and the probe's ceiling arm); bench/judge_validation.py scores it on the categories it never saw
 
 Prompts: the demo's `heldout` split (80 harmful, 76 benign; actions and tasks that appear in no pair).
 alignment.best_of_n samples n replies per prompt once and measures every arm; <out>/probe holds replies.jsonl,
@@ -61,8 +60,7 @@ MODELS = {
     "refined": ModelRecipe(REFINE_YAML),
     "vanilla": ModelRecipe(REFINE_YAML, ("--loss", "pn", "--num_rounds", "1")),
     "gold": ModelRecipe("recipes/configs/refine/demo_judge_minilm.yaml"),
-    "judge": ModelRecipe("recipes/configs/refine/beavertails_judge_smollm2.yaml", folder="beavertails_judge_smollm2",
-                         license="cc-by-nc-4.0"),
+    "judge": ModelRecipe("recipes/configs/refine/generated_judge_smollm2.yaml", folder="generated_judge_smollm2"),
 }
 
 

@@ -66,7 +66,10 @@ CANDIDATES = {
                                              folder="beavertails_judge_smollm2", license="cc-by-nc-4.0"),
     "beavertails_judge_minilm": ModelRecipe("recipes/configs/refine/beavertails_judge_minilm.yaml",
                                             folder="beavertails_judge_minilm", license="cc-by-nc-4.0"),
+    "generated_judge_smollm2": ModelRecipe("recipes/configs/refine/generated_judge_smollm2.yaml",
+                                           folder="generated_judge_smollm2"),
 }
+TRAINED_ON_LABELS = {"generated_judge_smollm2"}  # scored only on the labels' judge_split test rows
 CEILING_LAYERS = (20, 30)  # SmolLM2-135M has 30 layers
 CEILING_C = 0.01  # inverse L2 strength of the ceiling heads (the best of 0.003 / 0.01 / 0.1 on these labels)
 
@@ -196,6 +199,24 @@ def best_of_table(best_of: dict[str, dict[str, Estimate]]) -> str:
     return "\n".join(lines)
 
 
+def evaluate_rows(items: list[dict], rows: Sequence[int], scores: dict[str, np.ndarray],
+                  thresholds: dict[str, float], seed: int) -> dict:
+    """Every scorer's quality and labelled best-of on the given rows of the labelled replies, as JSON-ready dicts
+    and as the markdown tables."""
+    rows = list(rows)
+    labels = [items[i]["label"] for i in rows]
+    harmful = [items[i]["prompt_is_harmful"] for i in rows]
+    on_harmful = [i for i in rows if items[i]["prompt_is_harmful"]]
+    qualities = {name: judge_quality(labels, s[rows], thresholds[name], harmful) for name, s in scores.items()}
+    best_of = {name: labelled_best_of([items[i]["prompt_id"] for i in on_harmful],
+                                      [items[i]["label"] for i in on_harmful], s[on_harmful], seed)
+               for name, s in scores.items()}
+    gold_harmful_rate = rate_interval([bool(items[i]["label"]) for i in on_harmful])
+    return {"quality": {name: {key: vars(e) for key, e in q.items()} for name, q in qualities.items()},
+            "labelled_best_of": {name: {key: vars(e) for key, e in b.items()} for name, b in best_of.items()},
+            "text": validation_table(qualities, gold_harmful_rate) + "\n\n" + best_of_table(best_of)}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--labels", default=str(LABELS_PATH))
@@ -228,22 +249,25 @@ def main(argv=None) -> dict:
         name = f"ceiling: SmolLM2 layer {layer}, cross-fitted"
         scores[name] = cross_fitted_scores(features, labels, [item["category"] for item in items])
         thresholds[name] = 0.0
-    qualities = {name: judge_quality(labels, s, thresholds[name], harmful) for name, s in scores.items()}
-    on_harmful = [i for i, h in enumerate(harmful) if h]
-    best_of = {name: labelled_best_of([items[i]["prompt_id"] for i in on_harmful], [labels[i] for i in on_harmful],
-                                      s[on_harmful], args.seed) for name, s in scores.items()}
-    gold_harmful_rate = rate_interval([bool(labels[i]) for i in on_harmful])
-    table = validation_table(qualities, gold_harmful_rate) + "\n\n" + best_of_table(best_of)
+    held_out = [i for i, item in enumerate(items) if item.get("judge_split") == "test"]
+    everywhere = {name: s for name, s in scores.items() if name not in TRAINED_ON_LABELS}
+    tables = {"all": evaluate_rows(items, range(len(items)), everywhere, thresholds, args.seed)}
+    if held_out:
+        tables["test"] = evaluate_rows(items, held_out, scores, thresholds, args.seed)
+    report = "\n\n".join(f"{title} ({len(rows)} replies):\n\n" + tables[key]["text"] for key, title, rows in
+                         (("all", "All labelled replies", items),
+                          ("test", "The judge_split test rows only (categories generated_judge_smollm2 never saw)",
+                           held_out)) if key in tables)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"labels": args.labels, "n": len(items), "n_harmful_prompts": sum(harmful), "models": folders,
               "thresholds": thresholds, "ceiling_c": CEILING_C,
-              "quality": {name: {key: vars(e) for key, e in q.items()} for name, q in qualities.items()},
-              "labelled_best_of": {name: {key: vars(e) for key, e in b.items()} for name, b in best_of.items()},
+              "rows": {key: {part: table[part] for part in ("quality", "labelled_best_of")}
+                       for key, table in tables.items()},
               "seconds": {"models": build_seconds, "wall": time.perf_counter() - started}}
     (out / "validation.json").write_text(json.dumps(result, indent=2))
-    (out / "validation.md").write_text(table + "\n")
-    print(table)
+    (out / "validation.md").write_text(report + "\n")
+    print(report)
     print(f"seconds: {json.dumps(result['seconds'])}")
     return result
 

@@ -7,7 +7,7 @@
 Models: bench/best_of_n.py's `build_models` in <models> (default runs/bench_best_of_n/models, reused when present):
 the refined reward (robust UU on SmolLM2's 4-shot labels), the vanilla RLAIF reward (PN on the same labels), the
 gold-supervised reward (PN on the train split's gold labels: the positive control) and the evaluation judge (PN on
-BeaverTails' gold labels over frozen SmolLM2 features: no item or backbone shared with a reward; see
+hand labels of SmolLM2's own replies over frozen SmolLM2 features: no item or backbone shared with a reward; see
 bench/judge_validation.py for how well it sees harmlessness in SmolLM2's replies).
 
 Per (reward, seed): recipes/safety_grpo.py (or safety_ppo.py) with its CPU YAML, `--overrides` and `--seed`, LoRA on

@@ -96,6 +96,12 @@ def test_committed_gold_labels_are_complete_and_stratified():
     for item in harmful:
         per_prompt[item["prompt_id"]] = per_prompt.get(item["prompt_id"], 0) + 1
     assert len(set(per_prompt.values())) == 1  # the labelled best-of needs as many replies for every prompt
+    split_of = {}
+    for item in items:  # a judge trained on the train split never saw a test category
+        assert split_of.setdefault(item["category"], item["judge_split"]) == item["judge_split"], item["category"]
+    for harmful in (True, False):
+        assert {s for c, s in split_of.items() if any(i["category"] == c and i["prompt_is_harmful"] == harmful
+                                                          for i in items)} == {"train", "val", "test"}
     assert all(isinstance(item["incoherent"], bool) for item in items)
     assert {item["label"] for item in items if item["prompt_is_harmful"]} == {0, 1}
     keys = {(item["prompt_id"], item["reply_index"]) for item in items}

@@ -4,6 +4,7 @@ bench/judge_validation.py scores every candidate judge against.
 
     python alignment/demo_data/label_replies.py draw [--replies runs/bench_best_of_n/probe/replies.jsonl]
     python alignment/demo_data/label_replies.py extend --harmful_only --seed 1   # more replies per prompt, appended
+    python alignment/demo_data/label_replies.py split   # judge_split by category, for a judge trained on the labels
     python alignment/demo_data/label_replies.py show --start 0 --count 16
     python alignment/demo_data/label_replies.py label --start 0 "1 1 0 1i ..."   # i: incoherent
 
@@ -19,7 +20,9 @@ from pathlib import Path
 
 LABELS_PATH = Path(__file__).resolve().parent / "generated_labels.jsonl"
 REPLIES_PATH = "runs/bench_best_of_n/probe/replies.jsonl"
-FIELDS = ("prompt_id", "reply_index", "prompt", "prompt_is_harmful", "category", "reply", "label", "incoherent")
+FIELDS = ("prompt_id", "reply_index", "prompt", "prompt_is_harmful", "category", "reply", "label", "incoherent",
+          "judge_split")
+SPLIT_SEED, TEST_CATEGORIES, VAL_CATEGORIES = 0, 2, 1  # per kind (harm categories, benign topics)
 
 
 def stratified_reply_sample(candidates: dict[int, list[int]], per_prompt: int, seed: int) -> list[tuple[int, int]]:
@@ -34,13 +37,27 @@ def stratified_reply_sample(candidates: dict[int, list[int]], per_prompt: int, s
     return sample
 
 
+def category_splits(items: list[dict], seed: int = SPLIT_SEED) -> dict[str, str]:
+    """category -> train/val/test: per kind of prompt (harmful, benign), a seeded draw of TEST_CATEGORIES test and
+    VAL_CATEGORIES val categories, the rest train, so a judge trained on the train split is tested on replies to
+    prompts of categories it never saw."""
+    rng = random.Random(seed)
+    splits = {}
+    for harmful in (True, False):
+        categories = sorted({item["category"] for item in items if item["prompt_is_harmful"] == harmful})
+        held = rng.sample(categories, TEST_CATEGORIES + VAL_CATEGORIES)
+        splits.update({c: "test" if c in held[:TEST_CATEGORIES] else "val" if c in held else "train"
+                       for c in categories})
+    return splits
+
+
 def read_items(path: Path = LABELS_PATH) -> list[dict]:
     with open(path) as handle:
         return [json.loads(line) for line in handle]
 
 
 def write_items(items: list[dict], path: Path = LABELS_PATH) -> None:
-    path.write_text("".join(json.dumps({field: item[field] for field in FIELDS}) + "\n" for item in items))
+    path.write_text("".join(json.dumps({field: item.get(field) for field in FIELDS}) + "\n" for item in items))
 
 
 def draw(replies_path: str, per_prompt: int, seed: int, taken: list[dict] = (), harmful_only: bool = False
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--seed", type=int, default=0)
     extending.add_argument("--harmful_only", action="store_true")
     showing = commands.add_parser("show")
+    commands.add_parser("split")
     labelling = commands.add_parser("label")
     labelling.add_argument("marks")
     for command in (showing, labelling):
@@ -96,6 +114,11 @@ def main(argv: list[str] | None = None) -> None:
         added = draw(args.replies, args.per_prompt, args.seed, taken=items, harmful_only=args.harmful_only)
         write_items(items + added)
         print(f"{len(added)} items appended -> {LABELS_PATH} (now {len(items) + len(added)})")
+        return
+    if args.command == "split":
+        splits = category_splits(items)
+        write_items([{**item, "judge_split": splits[item["category"]]} for item in items])
+        print(json.dumps({s: sorted(c for c, v in splits.items() if v == s) for s in ("val", "test")}))
         return
     if args.command == "show":
         for number in range(args.start, min(args.start + args.count, len(items))):
