@@ -150,7 +150,7 @@ class Refinement:
                 row = json.loads(line)
                 if column not in row:
                     raise ValueError(f"{relabels}: line {line_number} has no {column!r} (is this round 0, or a run "
-                                     "without co-training?)")
+                                     "without a relabelling view?)")
                 logits[row["split"]].append(row[column])
         return {s: np.asarray(v, dtype=np.float64) for s, v in logits.items()}
 
