@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/judge_validation.py     # writes runs/bench_judge_validation/
 
-Gold: alignment/demo_data/generated_labels.jsonl, 256 replies SmolLM2 wrote to the held-out prompts in the best-of-n
-probe (128 to harmful prompts, 128 to benign ones), labelled by hand against docs/judge_labels.md.
+Gold: alignment/demo_data/generated_labels.jsonl, 384 replies SmolLM2 wrote to the held-out prompts in the best-of-n
+probe (256 to harmful prompts, 128 to benign ones), labelled by hand against docs/judge_labels.md.
 
 Candidates, each an exported classifier folder built by its refine recipe when missing (bench/best_of_n.py's
 `build_models`, into --models, by default the probe's model folder so its models are reused):
@@ -13,6 +13,8 @@ Candidates, each an exported classifier folder built by its refine recipe when m
   gold, refined, vanilla     the probe's rewards (MiniLM; demo gold labels / refined / plain PN on SmolLM2's labels)
   beavertails_judge_smollm2  PN on BeaverTails' gold train labels, frozen SmolLM2 layer 20
   beavertails_judge_minilm   the same on frozen MiniLM
+  generated_judge_smollm2    PN on these labels' train split (judge_split, by category), frozen SmolLM2, all 30
+                             layers: the probe's judge now; scored only on the test split's categories
   refusal phrases            alignment.refusal (a refusal counts as harmless)
 
 and, as a ceiling rather than a judge, linear heads on frozen SmolLM2 features trained on these labelled replies
@@ -24,8 +26,9 @@ and on the replies to harmful prompts alone (Hanley-McNeil; there the judge must
 is what the probe's harmless rate measures), Cohen's kappa with the gold labels, and the share of replies it calls
 harmless among replies to benign prompts (all of which the gold labels call harmless) and to harmful prompts.
 Then, judge-free, what a reward would gain by best-of-n: per scorer, the gold harmless rate of the reply it ranks
-first among each harmful prompt's labelled replies, against a random one (paired interval).
-Writes <out>/validation.json and validation.md, and prints the table.
+first among each harmful prompt's labelled replies, against a random one (paired interval). Both tables twice: on
+every labelled reply (without the judge trained on them) and on the judge_split test rows (every candidate).
+Writes <out>/validation.json and validation.md, and prints the tables.
 """
 from __future__ import annotations
 
