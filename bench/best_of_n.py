@@ -45,6 +45,8 @@ from refinement.corpus import ANNOTATION_DIR  # noqa: E402
 
 POLICY = "embedded:smollm2"
 REFINE_YAML = "recipes/configs/refine/demo_annotate_minilm.yaml"
+
+
 @dataclass(frozen=True)
 class ModelRecipe:
     """How one model is built: a refine YAML with extra flags, exported into <out>/models/<folder> (the model's
