@@ -151,8 +151,8 @@ def relabel_fields(spec: str) -> dict:
         elif name == "cotrain" and not value:
             fields["relabel_view_training"] = "cotrain"
         elif name != "plain":
-            raise SystemExit(f"--relabels {spec!r}: use default, plain, anchor=W, crossfit=K, ensemble, view=MODEL[@LAYER],"
-                             " cotrain, joined by +")
+            raise SystemExit(f"--relabels {spec!r}: use default, plain, anchor=W, crossfit=K, ensemble, "
+                             "view=MODEL[@LAYER], cotrain, joined by +")
     return fields
 
 

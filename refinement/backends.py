@@ -41,7 +41,8 @@ class FrozenBackend:
         return HeadTrainingConfig(head=c.head, epochs=c.head_epochs, batch_size=c.head_batch_size,
                                   learning_rate=c.head_learning_rate, weight_decay=c.head_weight_decay, seed=seed)
 
-    def _fit(self, train_idx, pseudo, risk, val_risk, seed):
+    def fit(self, train_idx, pseudo, risk, val_risk, seed):
+        """A head fitted on the training items `train_idx` of the pseudo-labels, its epoch chosen by `val_risk`."""
         return train_head(self.features["train"][train_idx], pseudo["train"][train_idx], self.features["val"],
                           pseudo["val"], risk, val_risk, self._head_config(seed), self.featurizer.head_has_bias)
 
@@ -54,24 +55,29 @@ class FrozenBackend:
         info = {}
         if self.cfg.loss == "cleanlab":
             def fit_predict(fold_train, held_out, fold):
-                head, _ = self._fit(fold_train, pseudo, risk, val_risk, seed + 1000 * (fold + 1))
+                head, _ = self.fit(fold_train, pseudo, risk, val_risk, seed + 1000 * (fold + 1))
                 return head_logits(head, self.features["train"][held_out])
             probs = cleanlab_baseline.cross_validated_probabilities(
                 self.features["train"], pseudo["train"], self.cfg.cleanlab_folds, seed, fit_predict)
             train_idx = np.flatnonzero(cleanlab_baseline.keep_mask(pseudo["train"], probs))
             info["cleanlab_dropped"] = int(len(pseudo["train"]) - len(train_idx))
-        head, history = self._fit(train_idx, pseudo, risk, val_risk, seed)
+        head, history = self.fit(train_idx, pseudo, risk, val_risk, seed)
         save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(round_dir / HEAD_FILE))
         info["epochs"] = history
         info["selected_epoch"] = min(history, key=lambda h: h["val_risk"])["epoch"]
         logits = {s: head_logits(head, self.features[s]) for s in SPLITS}
         if self.cfg.relabel_crossfit_folds:
-            def fit_predict(fold_train, held_out):
-                fold_head, _ = self._fit(fold_train, pseudo, risk, val_risk, seed)
-                return head_logits(fold_head, self.features["train"][held_out])
-            folds = relabel_lib.crossfit_folds(pseudo["train"], self.cfg.relabel_crossfit_folds, seed)
-            logits["train"] = relabel_lib.out_of_fold_logits(folds, fit_predict)
+            logits["train"] = self.out_of_fold_train_logits(pseudo, self.cfg.relabel_crossfit_folds, risk, val_risk,
+                                                            seed)
         return logits, info
+
+    def out_of_fold_train_logits(self, pseudo, folds: int, risk, val_risk, seed: int) -> np.ndarray:
+        """Each training item's logit from a head fitted on the other `folds` - 1 folds: no item is scored by a head
+        that trained on it."""
+        def fit_predict(fold_train, held_out):
+            head, _ = self.fit(fold_train, pseudo, risk, val_risk, seed)
+            return head_logits(head, self.features["train"][held_out])
+        return relabel_lib.out_of_fold_logits(relabel_lib.crossfit_folds(pseudo["train"], folds, seed), fit_predict)
 
     def export(self, round_dir: Path, target: Path) -> Path:
         head = build_head(self.cfg.head, self.features["train"].shape[1], self.featurizer.head_has_bias)

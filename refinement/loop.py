@@ -35,7 +35,6 @@ from .backends import FrozenBackend, make_backend
 from .cli import UsageError
 from .config import RefineConfig
 from .corpus import ANNOTATION_DIR, SPLITS, Corpus, annotate_run_rows, run_corpus
-from .heads import head_logits
 from .io import atomic_dir, distributed_state, shared_atomic_dir, wait_for_everyone, write_json
 from .labeled_sample import labeled_positions
 from .losses import risk_for
@@ -205,12 +204,7 @@ class Refinement:
         when the rating is in-sample, or when cross-fitting already made the round's training logits out-of-fold."""
         if not self.cfg.rating_folds or self.cfg.relabel_crossfit_folds:
             return None
-
-        def fit_predict(train_idx, held_out):
-            head, _ = backend._fit(train_idx, labels, risk, val_risk, seed)
-            return head_logits(head, backend.features["train"][held_out])
-        folds = relabel_lib.crossfit_folds(labels["train"], self.cfg.rating_folds, seed)
-        return relabel_lib.out_of_fold_logits(folds, fit_predict)
+        return backend.out_of_fold_train_logits(labels, self.cfg.rating_folds, risk, val_risk, seed)
 
     def view_backend(self) -> FrozenBackend:
         """The relabelling view: the frozen backend of the second backbone (a linear head on its cached features)."""

@@ -121,10 +121,10 @@ def test_frozen_crossfit_train_logits_come_from_heads_that_never_saw_the_item(no
     folds = crossfit_folds(corpus.pseudo["train"], 2, seed=3)
     for fold in (0, 1):
         held_out = np.flatnonzero(folds == fold)
-        head, _ = backend._fit(np.flatnonzero(folds != fold), corpus.pseudo, risk, risk, 3)
+        head, _ = backend.fit(np.flatnonzero(folds != fold), corpus.pseudo, risk, risk, 3)
         assert logits["train"][held_out] == pytest.approx(head_logits(head, backend.features["train"][held_out]),
                                                           abs=1e-6)
-    full, _ = backend._fit(np.arange(len(corpus.pseudo["train"])), corpus.pseudo, risk, risk, 3)
+    full, _ = backend.fit(np.arange(len(corpus.pseudo["train"])), corpus.pseudo, risk, risk, 3)
     assert not np.allclose(logits["train"], head_logits(full, backend.features["train"]), atol=1e-3)
     assert logits["test"] == pytest.approx(head_logits(full, backend.features["test"]), abs=1e-6)
 
@@ -159,7 +159,7 @@ def test_out_of_fold_rating_rates_a_round_by_heads_that_never_saw_the_item(noisy
     held_out_logits = np.empty(len(gold))
     folds = crossfit_folds(labels["train"], 2, seed)
     for fold in (0, 1):
-        head, _ = backend._fit(np.flatnonzero(folds != fold), labels, risk, risk, seed)
+        head, _ = backend.fit(np.flatnonzero(folds != fold), labels, risk, risk, seed)
         held_out_logits[folds == fold] = head_logits(head, backend.features["train"][folds == fold])
     own = (held_out_logits > np.quantile(held_out_logits, 1 - p.prior)).astype(int)
     after = oracle_priors(gold, own, min_delta=None)
