@@ -69,9 +69,12 @@ def write_report(output_dir: Path, summary: dict) -> None:
             fmt(q.get("test", {}).get("auc")), "–"]) + " |")
     relabelled = [r for r in summary["rounds"] if "relabel" in r]
     if relabelled:
-        lines += ["", "The next round's labels come from a combined score (anchor weight "
-                  f"{cfg.get('relabel_anchor_weight')}, ensemble {cfg.get('relabel_ensemble')}, cross-fit folds "
-                  f"{cfg.get('relabel_crossfit_folds')}), cut at the prior-matching threshold:", "",
+        view = cfg.get("relabel_view_model")
+        source = (f"a head on a second backbone, {view} (trained: {cfg.get('relabel_view_training')})" if view
+                  else "the classifier")
+        lines += ["", f"The next round's labels come from {source}, combined with the annotator's score (anchor "
+                  f"weight {cfg.get('relabel_anchor_weight')}, ensemble {cfg.get('relabel_ensemble')}, cross-fit "
+                  f"folds {cfg.get('relabel_crossfit_folds')}), cut at the prior-matching threshold:", "",
                   "| round | agreement with the classifier | harmless rate | train acc | test acc |",
                   "|---|---|---|---|---|"]
         lines += [f"| {r['round']} | {fmt(r['relabel']['agreement_with_classifier'])} | "
