@@ -6,7 +6,8 @@ Stages, each one recipe's main() on its own parser's arguments (alignment.stages
                then robust UU refines those labels with a few gold labels -> refine/
   export       recipes/export_reward_model.py: the refined classifier as the reward model -> reward_model/
   judge        recipes/refine_classifier.py, `judge_config`: the evaluation judge -> judge/model. On the embedded
-               default it is trained on GOLD labels: a stand-in for a human or a strong-model judge, not the reward
+               default it is trained on hand labels of SmolLM2's own replies: a stand-in for a human judge of the
+               policy's text, not the reward
   eval_before  recipes/evaluate_policy.py on the starting policy (held-out prompts) -> eval/before/
   ppo          recipes/safety_ppo.py, `ppo_config`, against reward_model/ -> ppo/ (ppo/model: LoRA merged)
   eval_after   recipes/evaluate_policy.py on ppo/model, KL to the starting policy -> eval/after/
@@ -123,7 +124,7 @@ class Pipeline:
             "output_dir": str(self.out), "stages": stage_rows, "total_stage_seconds": total,
             "reward_model": {"path": str(self.reward_dir), **selected_quality(refine)},
             "annotator": annotation_summary(self.refine_dir).get("quality", {}).get("test", {}),
-            "judge": {"path": str(self.judge_model), "labels": "gold", **selected_quality(judge)},
+            "judge": {"path": str(self.judge_model), **selected_quality(judge)},
             "ppo": {k: ppo.get(k) for k in ("steps", "train_seconds", "logged")},
             "before": {g: before[g] for g in ("harmful", "benign", "overall")},
             "after": {g: after[g] for g in ("harmful", "benign", "overall")},
@@ -144,9 +145,10 @@ class Pipeline:
             f"- annotator (round-0 labels) on the test pairs: {quality_text(annotator)}",
             f"- reward model `{self.reward_dir}` (round {reward.get('round')}) on the test pairs: "
             f"{quality_text(reward)}",
-            f"- evaluation judge `{self.judge_model}` on the test pairs: {quality_text(judge)}. It is trained on the "
-            "corpus's GOLD labels and stands in for a human or strong-model judge; it never saw the annotator's "
-            "labels, but a judge that shares the reward's backbone can share its blind spots.", "",
+            f"- evaluation judge `{self.judge_model}` on its test split: {quality_text(judge)}. It is trained on gold "
+            "labels (on the embedded default: hand labels of SmolLM2's own replies, scored on categories it never "
+            "saw) and stands in for a human judge; it never saw the annotator's labels, but a judge that shares the "
+            "reward's backbone can share its blind spots.", "",
             "## PPO", "",
             f"{ppo['steps']} updates in {ppo['train_seconds'] or 0:.0f} s; mean score (the reward, minus the "
             f"missing-EOS penalty for replies cut at response_length) {fmt(reward_series.get('first_half_mean'))} "

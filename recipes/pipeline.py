@@ -30,7 +30,7 @@ class PipelineConfig:
                                 "recipes/refine_classifier.py YAML of the reward (an `annotator:` block annotates).")
     refine_overrides: dict | str | None = overrides_option("recipes/refine_classifier.py (reward)")
     export_overrides: dict | str | None = overrides_option("recipes/export_reward_model.py")
-    judge_config: str = option("recipes/configs/refine/demo_judge_minilm.yaml",
+    judge_config: str = option("recipes/configs/refine/generated_judge_smollm2.yaml",
                                "recipes/refine_classifier.py YAML of the evaluation judge.")
     judge_overrides: dict | str | None = overrides_option("recipes/refine_classifier.py (judge)")
     ppo_config: str = option("recipes/configs/ppo/cpu_smollm2.yaml", "recipes/safety_ppo.py YAML.")

@@ -40,7 +40,7 @@ def setup(tmp_path_factory, feature_cache_dir):
         "refine_overrides": {**classifier, "num_labeled": 30, "round_selection": "last", "annotator": {
             "model_name_or_path": annotator, "dtype": "float32", "batch_size": 8, "num_demonstrations": 4,
             "max_prompt_tokens": 16, "max_response_tokens": 32, "threshold_quantile": 0.5}},
-        "judge_overrides": classifier,
+        "judge_overrides": {**{k: v for k, v in classifier.items() if k != "dataset_path"}, "feature_layer": None},
         "ppo_overrides": {"max_prompts": 8, "per_device_train_batch_size": 4, "total_episodes": 8,
                           "local_rollout_forward_batch_size": 4, "response_length": 8, "learning_rate": 1e-3,
                           "lora_target_modules": ["q_proj", "v_proj"], "lora_r": 4, "lora_alpha": 8,
