@@ -11,7 +11,8 @@ Stages, each one recipe's main() on its own parser's arguments (alignment.stages
   eval_before  recipes/evaluate_policy.py on the starting policy (held-out prompts) -> eval/before/
   ppo          recipes/safety_ppo.py, `ppo_config`, against reward_model/ -> ppo/ (ppo/model: LoRA merged)
   eval_after   recipes/evaluate_policy.py on ppo/model, KL to the starting policy -> eval/after/
-  report       alignment.evaluate.compare_runs -> comparison/, report.md, summary.json, the tables printed
+  report       alignment.evaluate.compare_runs and paired_table -> comparison/, report.md, summary.json, the tables
+               printed (each before -> after change with its paired interval)
 
 output_dir also holds pipeline_config.json (the settings and every stage's arguments) and stages.json (per finished
 stage: its arguments, the finish stamps of the stages it read, seconds). A rerun skips a finished stage whose
@@ -26,7 +27,7 @@ from pathlib import Path
 from refinement.cli import fmt
 from refinement.io import distributed_state, write_json, write_text
 
-from .evaluate import compare_runs
+from .evaluate import compare_runs, paired_table
 from .stages import (
     Stage,
     annotation_summary,
@@ -114,6 +115,7 @@ class Pipeline:
     def report(self, state: dict, this_run: dict) -> dict:
         runs = [self.eval_dir / "before", self.eval_dir / "after"]
         table = compare_runs(runs, self.out / "comparison", names=["before", "after"])
+        changes, _ = paired_table(*runs)
         before, after = (json.loads((d / "metrics.json").read_text()) for d in runs)
         refine, judge = (json.loads((d / "summary.json").read_text()) for d in (self.refine_dir, self.judge_dir))
         ppo = json.loads((self.ppo_dir / "summary.json").read_text())
@@ -130,11 +132,11 @@ class Pipeline:
             "after": {g: after[g] for g in ("harmful", "benign", "overall")},
         }
         write_json(self.out / "summary.json", summary)
-        write_text(self.out / "report.md", self.markdown(summary, table, timing, total))
-        print(f"\n{timing}\n\nstages: {total:.0f} s in all\n\n{table}\n\nreport: {self.out / 'report.md'}")
+        write_text(self.out / "report.md", self.markdown(summary, table, changes, timing, total))
+        print(f"\n{timing}\n\nstages: {total:.0f} s in all\n\n{table}\n\n{changes}\n\nreport: {self.out / 'report.md'}")
         return summary
 
-    def markdown(self, summary: dict, table: str, timing: str, total: float) -> str:
+    def markdown(self, summary: dict, table: str, changes: str, timing: str, total: float) -> str:
         reward, judge, annotator, ppo = summary["reward_model"], summary["judge"], summary["annotator"], summary["ppo"]
         reward_series, kl_series = ppo["logged"].get("reward") or {}, ppo["logged"].get("kl") or {}
         lines = [
@@ -158,6 +160,7 @@ class Pipeline:
             "## Before and after, held-out prompts", "",
             "Refusal phrases: `alignment.refusal.is_refusal`; harmless rate: the judge above; mean reward: the "
             "reward model; KL: to the starting policy.", "",
-            table, "", "![before and after](comparison/comparison.png)", "",
+            table, "", "The same prompts before and after, with 95% intervals (Wilson for each rate, Newcombe's paired "
+            "interval for the change):", "", changes, "", "![before and after](comparison/comparison.png)", "",
         ]
         return "\n".join(lines)

@@ -13,6 +13,7 @@ from conftest import REPO, import_recipe, tree_digest, write_jsonl
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
 
 from alignment.demo import demo_path
+from alignment.evaluate import paired_table
 
 pipeline = import_recipe("pipeline")
 
@@ -103,6 +104,9 @@ def test_pipeline_runs_every_stage_then_resumes_without_redoing_them(setup, caps
     header = next(line for line in table.splitlines() if line.startswith("| metric"))
     assert header == "| metric | before | after |" and header in printed and header in (out / "report.md").read_text()
     assert (out / "comparison" / "comparison.png").stat().st_size > 0
+    # each change with its paired interval, computed from the two evaluations' per-prompt verdicts
+    changes, rates = paired_table(out / "eval" / "before", out / "eval" / "after")
+    assert changes in printed and changes in (out / "report.md").read_text() and rates
     stages = read(out / "stages.json")
     assert list(stages) == ["refine", "export", "judge", "eval_before", "ppo", "eval_after"]
     assert read(out / "pipeline_config.json")["pipeline"]["eval_num_prompts"] == 2
