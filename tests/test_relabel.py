@@ -198,7 +198,7 @@ def test_an_anchored_run_trains_round_2_on_the_combined_labels(noisy_data, noisy
     assert (own != labels).any()  # the anchor moved some labels away from the classifier's own
     assert summary["rounds"][2]["priors"]["prior"] == pytest.approx(np.mean([r["label"] for r in noisy_rows
                                                                              if r["split"] == "train"]))
-    assert "combined score" in (out / "report.md").read_text()
+    assert "combined with the annotator's score" in (out / "report.md").read_text()
 
 
 def test_a_relabelling_view_cuts_the_next_labels_from_the_other_backbones_head(noisy_data, noisy_rows, make_config,
