@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from alignment.evaluate import SamplingConfig, generate, load_policy, score_texts
-from alignment.intervals import agreement, paired_difference_interval, rate_interval
+from alignment.intervals import agreement, paired_difference_interval, ranking_auc, rate_interval
 from alignment.prompts import Prompt
 from alignment.refusal import is_refusal
 from refinement.data import format_example
@@ -86,14 +86,6 @@ def load_or_sample(output_dir: Path, policy: str, prompts: Sequence[Prompt], n: 
     started = time.perf_counter()
     replies = sample_replies(policy, prompts, n, sampling)
     return replies, time.perf_counter() - started
-
-
-def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """ROC AUC of `scores` against binary `labels` (None when only one class is present)."""
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels, dtype=bool).ravel()
-    return float(roc_auc_score(labels, np.asarray(scores).ravel())) if 0 < labels.sum() < labels.size else None
 
 
 def arm_table(outcomes: Mapping[str, Mapping[int, dict]]) -> str:

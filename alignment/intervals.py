@@ -7,7 +7,9 @@
   two Wilson intervals through the correlation of the paired outcomes. Pairing matters: two policies that agree on
   most prompts have a much narrower interval for their difference than two independent samples would.
 * :func:`mean_interval`: the mean of a few independent runs (seeds) with a Student-t interval.
-* :func:`agreement`: how often two binary views of the same items agree, and Cohen's kappa.
+* :func:`agreement`: how often two binary views of the same items agree, and Cohen's kappa;
+  :func:`kappa_interval` adds its large-sample interval.
+* :func:`ranking_auc` / :func:`auc_interval`: how well a score ranks positives first, with Hanley & McNeil's interval.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
+import numpy as np
 from scipy import stats
 
 
@@ -104,3 +107,37 @@ def agreement(first: Sequence[bool], second: Sequence[bool]) -> dict:
     chance = p1 * p2 + (1 - p1) * (1 - p2)
     kappa = None if chance >= 1.0 else (observed - chance) / (1 - chance)
     return {"n": n, "agreement": observed, "kappa": kappa}
+
+
+def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC AUC of `scores` against binary `labels` (None when only one class is present)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=bool).ravel()
+    return float(roc_auc_score(labels, np.asarray(scores).ravel())) if 0 < labels.sum() < labels.size else None
+
+
+def auc_interval(scores: Sequence[float], labels: Sequence[int], confidence: float = 0.95) -> Estimate:
+    """ROC AUC of `scores` for `labels` (1 = positive) with Hanley & McNeil's (1982) interval: variance
+    (A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)) / (n1 n0), Q1 = A/(2-A), Q2 = 2A^2/(1+A)."""
+    labels = np.asarray(labels, dtype=bool)
+    auc = ranking_auc(np.asarray(scores, dtype=float), labels)
+    if auc is None:
+        raise ValueError("AUC needs both classes among the labels")
+    n1, n0 = int(labels.sum()), int((~labels).sum())
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (n1 - 1) * (q1 - auc * auc) + (n0 - 1) * (q2 - auc * auc)) / (n1 * n0)
+    half = _z(confidence) * math.sqrt(max(0.0, variance))
+    return Estimate(auc, max(0.0, auc - half), min(1.0, auc + half))
+
+
+def kappa_interval(first: Sequence[bool], second: Sequence[bool], confidence: float = 0.95) -> Estimate:
+    """Cohen's kappa of two binary views with the large-sample interval kappa +- z sqrt(po(1-po)/n)/(1-pe)."""
+    views = agreement(first, second)
+    if views["kappa"] is None:
+        raise ValueError("kappa is undefined when both views are constant and equal")
+    n, observed, kappa = views["n"], views["agreement"], views["kappa"]
+    p1, p2 = sum(map(bool, first)) / n, sum(map(bool, second)) / n
+    chance = p1 * p2 + (1 - p1) * (1 - p2)
+    half = _z(confidence) * math.sqrt(observed * (1 - observed) / n) / (1 - chance)
+    return Estimate(kappa, max(-1.0, kappa - half), min(1.0, kappa + half))

@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import NormalDist
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on 2 shared cores ran generation 5x slower
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,10 +47,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 from best_of_n import MODELS, ModelRecipe, build_models  # noqa: E402
 
-from alignment.best_of_n import best_of_n_picks, picked, random_picks, ranking_auc  # noqa: E402
+from alignment.best_of_n import best_of_n_picks, picked, random_picks  # noqa: E402
 from alignment.intervals import (  # noqa: E402
     Estimate,
-    agreement,
+    auc_interval,
+    kappa_interval,
     paired_difference_interval,
     rate_interval,
 )
@@ -77,10 +76,6 @@ CEILING_LAYERS = (20, 30)  # SmolLM2-135M has 30 layers
 CEILING_C = 0.01  # inverse L2 strength of the ceiling heads (the best of 0.003 / 0.01 / 0.1 on these labels)
 
 
-def _z(confidence: float) -> float:
-    return NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
 def read_labels(path: str | Path = LABELS_PATH) -> list[dict]:
     """The labelled replies; one error line naming the row and field when one is missing or not 0/1."""
     items = []
@@ -94,32 +89,6 @@ def read_labels(path: str | Path = LABELS_PATH) -> list[dict]:
                 raise ValueError(f"{path}: row {number}: 'label' must be 0 or 1, got {item['label']!r}")
             items.append(item)
     return items
-
-
-def auc_interval(scores: Sequence[float], labels: Sequence[int], confidence: float = 0.95) -> Estimate:
-    """ROC AUC of `scores` for `labels` (1 = positive) with Hanley & McNeil's (1982) interval: variance
-    (A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)) / (n1 n0), Q1 = A/(2-A), Q2 = 2A^2/(1+A)."""
-    labels = np.asarray(labels, dtype=bool)
-    auc = ranking_auc(np.asarray(scores, dtype=float), labels)
-    if auc is None:
-        raise ValueError("AUC needs both classes among the labels")
-    n1, n0 = int(labels.sum()), int((~labels).sum())
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (auc * (1 - auc) + (n1 - 1) * (q1 - auc * auc) + (n0 - 1) * (q2 - auc * auc)) / (n1 * n0)
-    half = _z(confidence) * math.sqrt(max(0.0, variance))
-    return Estimate(auc, max(0.0, auc - half), min(1.0, auc + half))
-
-
-def kappa_interval(first: Sequence[bool], second: Sequence[bool], confidence: float = 0.95) -> Estimate:
-    """Cohen's kappa of two binary views with the large-sample interval kappa +- z sqrt(po(1-po)/n)/(1-pe)."""
-    views = agreement(first, second)
-    if views["kappa"] is None:
-        raise ValueError("kappa is undefined when both views are constant and equal")
-    n, observed, kappa = views["n"], views["agreement"], views["kappa"]
-    p1, p2 = sum(map(bool, first)) / n, sum(map(bool, second)) / n
-    chance = p1 * p2 + (1 - p1) * (1 - p2)
-    half = _z(confidence) * math.sqrt(observed * (1 - observed) / n) / (1 - chance)
-    return Estimate(kappa, max(-1.0, kappa - half), min(1.0, kappa + half))
 
 
 def judge_quality(labels: Sequence[int], scores: Sequence[float], threshold: float,

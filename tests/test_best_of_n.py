@@ -10,8 +10,9 @@ import torch
 from test_safety_eval import BENIGN, HARMFUL, scrambled_llama, tiny_judge
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from alignment.best_of_n import best_of_n_picks, probe_outcomes, random_picks, ranking_auc, run_probe
+from alignment.best_of_n import best_of_n_picks, probe_outcomes, random_picks, run_probe
 from alignment.evaluate import SamplingConfig
+from alignment.intervals import ranking_auc
 from alignment.prompts import Prompt
 from refinement.data import format_example
 

@@ -12,6 +12,7 @@ from conftest import REPO
 
 from alignment.best_of_n import load_or_sample
 from alignment.evaluate import SamplingConfig
+from alignment.intervals import auc_interval, kappa_interval
 from alignment.prompts import Prompt
 
 spec = importlib.util.spec_from_file_location("bench_judge_validation", REPO / "bench" / "judge_validation.py")
@@ -23,20 +24,20 @@ Z = 1.959963984540054
 
 def test_auc_interval_by_hand():
     # positives 0.9, 0.4; negatives 0.5, 0.1: AUC 0.75; Q1 = 0.75/1.25 = 0.6, Q2 = 2*0.5625/1.75
-    estimate = validation.auc_interval([0.9, 0.4, 0.5, 0.1], [1, 1, 0, 0])
+    estimate = auc_interval([0.9, 0.4, 0.5, 0.1], [1, 1, 0, 0])
     variance = (0.75 * 0.25 + (0.6 - 0.5625) + (2 * 0.5625 / 1.75 - 0.5625)) / 4
     assert estimate.value == pytest.approx(0.75)
     assert estimate.low == pytest.approx(0.75 - Z * math.sqrt(variance)) and estimate.high == 1.0
-    wide, narrow = (validation.auc_interval(np.r_[s, s - 1], np.r_[[1] * n, [0] * n])
+    wide, narrow = (auc_interval(np.r_[s, s - 1], np.r_[[1] * n, [0] * n])
                     for n, s in ((5, np.linspace(0, 1, 5)), (50, np.linspace(0, 1, 50))))
     assert narrow.high - narrow.low < wide.high - wide.low  # more replies, a narrower interval
     with pytest.raises(ValueError, match="both classes"):
-        validation.auc_interval([0.1, 0.2], [1, 1])
+        auc_interval([0.1, 0.2], [1, 1])
 
 
 def test_kappa_interval_by_hand():
     # agreement 0.75, chance 0.5*0.25 + 0.5*0.75 = 0.5: kappa 0.5, half-width z*sqrt(0.75*0.25/4)/0.5
-    estimate = validation.kappa_interval([1, 1, 0, 0], [1, 0, 0, 0])
+    estimate = kappa_interval([1, 1, 0, 0], [1, 0, 0, 0])
     half = Z * math.sqrt(0.75 * 0.25 / 4) / 0.5
     assert estimate.value == pytest.approx(0.5)
     assert estimate.low == pytest.approx(0.5 - half) and estimate.high == 1.0
@@ -80,12 +81,12 @@ def test_cross_fitting_scores_each_group_with_a_head_that_never_saw_it():
     scores = validation.cross_fitted_scores(x, labels, groups, c=1.0)
     c = groups == "c"
     # every head that scores c learned "x0 > 0 is positive" from a, b and d, so c is ranked backwards
-    assert validation.auc_interval(scores[c], labels[c]).value < 0.1
-    assert validation.auc_interval(scores[~c], labels[~c]).value > 0.9
+    assert auc_interval(scores[c], labels[c]).value < 0.1
+    assert auc_interval(scores[~c], labels[~c]).value > 0.9
     # random labels on many features: an in-sample fit memorises them (AUC ~1), a cross-fitted one cannot
     noise_x, noise_labels = rng.normal(size=(60, 200)), rng.integers(0, 2, size=60)
     noise_scores = validation.cross_fitted_scores(noise_x, noise_labels, np.repeat(["a", "b", "c"], 20), c=1.0)
-    assert validation.auc_interval(noise_scores, noise_labels).value < 0.75
+    assert auc_interval(noise_scores, noise_labels).value < 0.75
 
 
 def test_committed_gold_labels_are_complete_and_stratified():
