@@ -180,13 +180,29 @@ class Refinement:
     def decision_threshold(self, train_logits: np.ndarray, prior: float) -> float:
         return prior_matching_threshold(train_logits, prior) if self.cfg.relabel_threshold == "prior" else 0.0
 
+    def own_labels(self, logits: dict, prior: float, threshold: float | None = None) -> dict:
+        """A classifier's labels per split: harmless where its logit is above its decision threshold."""
+        cut = self.decision_threshold(logits["train"], prior) if threshold is None else threshold
+        return {s: (logits[s] > cut).astype(np.int64) for s in SPLITS}
+
+    def risks(self, p: priors_lib.Priors) -> tuple:
+        """(training risk, epoch-selection risk) for labels with priors `p`. Every loss is selected by the same
+        rule (robust UU on the pseudo-labeled val split), so early stopping alone is never mistaken for a UU gain;
+        PN needs no priors, so where they cannot define a UU risk (theta_p <= theta_n) it is selected by its own."""
+        cfg = self.cfg
+        risk = risk_for("pn" if cfg.loss == "cleanlab" else cfg.loss, p.prior, p.theta_p, p.theta_n, cfg.lam)
+        return risk, risk_for(self.selection_loss(p), p.prior, p.theta_p, p.theta_n, cfg.lam)
+
+    def selection_loss(self, p: priors_lib.Priors) -> str:
+        return "robust_uu" if p.delta > 0 or self.cfg.loss not in ("pn", "cleanlab") else "pn"
+
     def rate_classifier(self, logits: dict, p: priors_lib.Priors, seed: int,
                         rated_train: np.ndarray | None = None) -> tuple[dict, dict]:
         """A trained classifier's own labels at its decision threshold, and how the labeled sample (or the
         oracle) rates them: what round selection compares and the export records. `rated_train`: out-of-fold
         logits of the training items (rating_folds), rated in place of the classifier's in-sample ones."""
         threshold = self.decision_threshold(logits["train"], p.prior)
-        own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
+        own = self.own_labels(logits, p.prior, threshold)
         rated, rated_logits, how = own, logits, {}
         if rated_train is not None:
             cut = self.decision_threshold(rated_train, p.prior)
@@ -229,14 +245,10 @@ class Refinement:
             p = self._guarded_priors(index, labels, seed)
         except priors_lib.PriorError as err:
             raise priors_lib.PriorError(f"relabelling view {self.cfg.relabel_view_model}: {err}") from err
-        risk = risk_for(self.cfg.loss, p.prior, p.theta_p, p.theta_n, self.cfg.lam)
-        val_risk = risk_for("robust_uu" if p.delta > 0 else "pn", p.prior, p.theta_p, p.theta_n, self.cfg.lam)
         (folder / VIEW_DIR).mkdir()
-        logits, _ = self.view_backend().train(folder / VIEW_DIR, labels, risk, val_risk, seed)
-        threshold = self.decision_threshold(logits["train"], p.prior)
-        own = {s: (logits[s] > threshold).astype(np.int64) for s in SPLITS}
+        logits, _ = self.view_backend().train(folder / VIEW_DIR, labels, *self.risks(p), seed)
         return logits, {"model": self.cfg.relabel_view_model, "priors": p.to_dict(),
-                        "quality": self.evaluate(own, logits)}
+                        "quality": self.evaluate(self.own_labels(logits, p.prior), logits)}
 
     def _train_round(self, index: int, backend, labels: dict) -> None:
         """Round `index`: priors of the previous labels -> train -> the classifier's own labels (rated by the
@@ -244,12 +256,7 @@ class Refinement:
         cfg = self.cfg
         seed = cfg.seed + index
         p = self._guarded_priors(index, labels, seed)
-        risk = risk_for("pn" if cfg.loss == "cleanlab" else cfg.loss, p.prior, p.theta_p, p.theta_n, cfg.lam)
-        # Every loss is selected by the same rule (robust UU on the pseudo-labeled val split), so early
-        # stopping alone is never mistaken for a UU gain. PN needs no priors: where they cannot define a UU risk
-        # (theta_p <= theta_n) it is selected by its own risk.
-        selection = "robust_uu" if p.delta > 0 or cfg.loss not in ("pn", "cleanlab") else "pn"
-        val_risk = risk_for(selection, p.prior, p.theta_p, p.theta_n, cfg.lam)
+        risk, val_risk = self.risks(p)
         start = time.perf_counter()
         init = None if cfg.reinit_each_round or index == 1 else round_dir(self.out, index - 1)
         # Every rank trains in the same workspace; the main process alone writes the round's files.
@@ -259,7 +266,7 @@ class Refinement:
                 raise FloatingPointError(f"round {index}: the classifier produced non-finite logits")
             own, rating = self.rate_classifier(
                 logits, p, seed, self.out_of_fold_train_logits(backend, labels, risk, val_risk, seed))
-            metrics = {"round": index, "priors": p.to_dict(), "selection_risk": selection, **rating}
+            metrics = {"round": index, "priors": p.to_dict(), "selection_risk": self.selection_loss(p), **rating}
             new, view = own, None
             if cfg.combined_relabel:
                 history = [*(self.read_logits(round_dir(self.out, i)) for i in range(1, index)), logits]
