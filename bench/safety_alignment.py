@@ -99,7 +99,18 @@ def run_row(base: list[dict], after_dir: Path, summary: dict) -> dict:
             "train_reward_first_half": reward.get("first_half_mean"),
             "train_reward_second_half": reward.get("second_half_mean"),
             "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-            "total_seconds": summary.get("total_seconds")}
+            "total_seconds": summary.get("total_seconds"), "lambda": lambda_trajectory(summary)}
+
+
+def lambda_trajectory(summary: dict) -> dict | None:
+    """A `lagrangian` run's λ at the start and after its last step, with the window mean cost of its first and last
+    update (None for a plain-reward run)."""
+    lagrangian = summary.get("lagrangian")
+    if not lagrangian or not lagrangian["history"]:
+        return None
+    first, last = lagrangian["history"][0], lagrangian["history"][-1]
+    return {"init": lagrangian["lambda_init"], "last": last["lambda"],
+            "first_mean_cost": first["mean_cost"], "last_mean_cost": last["mean_cost"]}
 
 
 def _text(estimate: dict, sign: bool = False) -> str:
@@ -110,16 +121,18 @@ def _text(estimate: dict, sign: bool = False) -> str:
 def runs_table(runs: dict) -> str:
     lines = ["| reward | seed | harmless, harmful (judge) | Δ harmless (paired) | refusals, harmful (phrases) | "
              "refusals, benign (phrases) | Δ benign refusals (paired) | KL | train reward 1st → 2nd half | "
-             "train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "λ start → end | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (reward, seed), row in runs.items():
         rates = row["rates"]
         first, second = row["train_reward_first_half"], row["train_reward_second_half"]
+        lam = row.get("lambda")
+        lam_text = "–" if lam is None else f"{lam['init']:.2f} → {lam['last']:.2f}"
         lines.append(
             f"| {reward} | {seed} | {_text(rates[HARMLESS]['after'])} | {_text(rates[HARMLESS]['change'], True)} | "
             f"{_text(rates[HARMFUL_REFUSAL]['after'])} | {_text(rates[BENIGN_REFUSAL]['after'])} | "
             f"{_text(rates[BENIGN_REFUSAL]['change'], True)} | {row['mean_kl']:.2f} | "
             f"{first if first is None else f'{first:.3f}'} → {second if second is None else f'{second:.3f}'} | "
-            f"{row['train_seconds']:.0f} |")
+            f"{lam_text} | {row['train_seconds']:.0f} |")
     return "\n".join(lines)
 
 
