@@ -11,7 +11,7 @@ its steps, each in its own module:
     data      alignment.rl_data      the prompt mix (prompts.jsonl) and the trainers' view of it
     models    alignment.rl_models    tokenizer and policy from ModelConfig, LoRA from TRL's get_peft_config
     rewards   alignment.rl_rewards   reward.functions / reward.lagrangian / reward.task callables, λ's callback
-    train     here (RLRun.train)     from the newest finished checkpoint in output_dir, where the trainer can resume
+    train     here (RLRun.train)     from the newest finished checkpoint in output_dir, λ included
     save      alignment.rl_models    the adapter and the merged policy
     evaluate  alignment.rl_report    held-out evaluation, the logged series, summary.json and the headline
 
@@ -47,7 +47,7 @@ from alignment import rl_models, rl_rewards
 from alignment.prompts import Prompt
 from alignment.rl_data import policy_inputs, prompts_dataset, prompts_jsonl, rl_prompts
 from alignment.rl_report import accelerate_summary, evaluate_trained, headline, logged_series
-from alignment.trl_api import ModelConfig, TrlParser, train_resumes
+from alignment.trl_api import ModelConfig, TrlParser
 from refinement.cli import clear_unset, option
 from refinement.embedded import resolve_model
 from refinement.io import write_json, write_text
@@ -204,14 +204,12 @@ class RLRun:
 
     def train(self, trainer) -> None:
         """Train, resuming from the newest finished checkpoint in output_dir (written every `save_steps` with
-        save_strategy steps) where the trainer can: a killed run continues where its last checkpoint left it."""
+        save_strategy steps), λ included: a killed run continues where its last checkpoint left it."""
         checkpoint = last_checkpoint(self.training_args.output_dir)
-        if checkpoint and not train_resumes(trainer):
-            logger.warning("%s cannot resume from a checkpoint: %s is ignored and training starts over from step 0",
-                           type(trainer).__name__, checkpoint)
-            checkpoint = None
-        elif checkpoint:
+        if checkpoint:
             logger.info("resuming from %s", checkpoint)
+            if self.multiplier is not None:
+                rl_rewards.restore_lagrange_multiplier(self.multiplier, checkpoint)
         started = time.perf_counter()
         trainer.train(**({"resume_from_checkpoint": checkpoint} if checkpoint else {}))
         self.train_seconds = time.perf_counter() - started

@@ -2,6 +2,9 @@
 task reward − λ·cost (reward.lagrangian) and the callback that moves λ."""
 from __future__ import annotations
 
+import json
+import os
+
 from reward.lagrangian import LagrangeMultiplier, LagrangianCallback, LagrangianReward
 from reward.task import non_refusal
 
@@ -30,3 +33,13 @@ def text_reward(args, multiplier: LagrangeMultiplier | None):
 def reward_callbacks(multiplier: LagrangeMultiplier | None) -> list:
     """The trainer callbacks the reward needs: λ's dual-ascent update with a multiplier, none otherwise."""
     return [LagrangianCallback(multiplier)] if multiplier is not None else []
+
+
+def restore_lagrange_multiplier(multiplier: LagrangeMultiplier, checkpoint: str | os.PathLike) -> None:
+    """λ, its cost window and history as the checkpoint's step left them (its trainer_state.json)."""
+    with open(os.path.join(checkpoint, "trainer_state.json")) as handle:
+        saved = json.load(handle).get("stateful_callbacks", {}).get(LagrangianCallback.STATE_KEY)
+    if saved is None:
+        raise SystemExit(f"{checkpoint}: its trainer_state.json holds no λ (written by a run without lagrangian?); "
+                         "rerun into a new output_dir or with the same settings")
+    multiplier.load_state_dict(saved)

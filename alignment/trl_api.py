@@ -9,7 +9,6 @@ recipe that only parses its config should not pay for them."""
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 
 from trl import TrlParser
@@ -36,13 +35,7 @@ _LAZY = {
     "is_vllm_available": ("trl.import_utils", "is_vllm_available"),
 }
 
-__all__ = ["TrlParser", "train_resumes", *_LAZY]
-
-
-def train_resumes(trainer) -> bool:
-    """Whether `trainer.train` takes `resume_from_checkpoint`: transformers.Trainer's does, and GRPO/RLOO keep it;
-    TRL 1.12's experimental PPOTrainer overrides train() without it (it writes checkpoints but cannot resume)."""
-    return "resume_from_checkpoint" in inspect.signature(trainer.train).parameters
+__all__ = ["TrlParser", *_LAZY]
 
 
 def __getattr__(name: str):

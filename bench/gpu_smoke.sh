@@ -6,6 +6,9 @@
 #                   must equal the round's relabelling logits;
 #   grpo            two GRPO steps of the tiny policy against that reward, under DeepSpeed ZeRO-2 when deepspeed
 #                   imports, else without it (recipes/accelerate/single_gpu.yaml); the row says which;
+#   ppo, ppo_resume four PPO updates of the tiny policy under the same launcher config, saving every 2; then a run
+#                   folder holding only checkpoint-2 is resumed to update 4 (the value model and the optimizer come
+#                   back from the checkpoint: DeepSpeed's engine checkpoint under ZeRO-2);
 #   grpo_vllm       the same with use_vllm (colocate) when vllm imports, else a "skipped" row;
 #   uu_qlora_round, trainer_pn_qlora, trainer_pn_lora
 #                   tokens/s on a random model of Llama-3.2-1B's shape: the UU QLoRA round against a stock
@@ -88,6 +91,19 @@ fi
 step grpo "$PY" -m accelerate.commands.launch --config_file "$GRPO_CONFIG" --num_processes 1 "${GRPO_ARGS[@]}" \
     --output_dir "$WORK/grpo"
 check grpo 'json.loads((work / "grpo" / "summary.json").read_text())["steps"] == 2'
+
+PPO_ARGS=(recipes/safety_ppo.py --config recipes/configs/ppo/cpu_smollm2.yaml --model_name_or_path "$WORK/tiny"
+    --reward_model "$WORK/reward_model" --use_cpu false --bf16 true --total_episodes 16 --evaluate false
+    --max_prompts 16 --per_device_train_batch_size 4 --response_length 16 --save_steps 2 --save_total_limit 2)
+STEP_DETAIL="4 updates, ${STEP_DETAIL#2 steps, }"
+step ppo "$PY" -m accelerate.commands.launch --config_file "$GRPO_CONFIG" --num_processes 1 "${PPO_ARGS[@]}" \
+    --output_dir "$WORK/ppo"
+check ppo 'json.loads((work / "ppo" / "summary.json").read_text())["steps"] == 4'
+mkdir -p "$WORK/ppo_resumed" && cp -r "$WORK/ppo/checkpoint-2" "$WORK/ppo_resumed/"
+STEP_DETAIL="from checkpoint-2 to update 4, same launcher"
+step ppo_resume "$PY" -m accelerate.commands.launch --config_file "$GRPO_CONFIG" --num_processes 1 "${PPO_ARGS[@]}" \
+    --output_dir "$WORK/ppo_resumed"
+check ppo_resume 'json.loads((work / "ppo_resumed" / "summary.json").read_text())["steps"] == 4 and "resuming from" in (work / "ppo_resumed" / "run.log").read_text()'
 
 if "$PY" -c "import vllm" > /dev/null 2>&1; then
     STEP_DETAIL="2 steps, use_vllm colocate, recipes/accelerate/single_gpu.yaml"

@@ -75,12 +75,12 @@ def build_reward_model(run: RLRun, args: PPOScriptArguments, inputs: list):
 
 
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args) -> dict:
-    from alignment.trl_api import PPOTrainer
+    from alignment.ppo_trainer import ResumablePPOTrainer
     from reward.ppo import ppo_dataset
 
     run = RLRun.start("ppo", script_args, training_args, model_args)
     inputs = run.inputs()
-    trainer = PPOTrainer(
+    trainer = ResumablePPOTrainer(
         args=training_args, processing_class=run.tokenizer, model=run.load_policy(),
         ref_model=None if model_args.use_peft else run.load_policy(),
         reward_model=build_reward_model(run, script_args, inputs),

@@ -96,6 +96,14 @@ class LagrangeMultiplier:
         self.history.append({"step": global_step, "lambda": self.value, "mean_cost": mean})
         return self.value
 
+    def state_dict(self) -> dict:
+        """λ, the cost window and the update history, as JSON: what a resumed run needs to go on as the first."""
+        return {"value": self.value, "window": list(self.window), "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value, self.history = float(state["value"]), list(state["history"])
+        self.window = deque(state["window"], maxlen=self.window_size)
+
 
 class LagrangianReward:
     """task reward − λ·cost as one TRL reward callable (GRPO/RLOO directly; PPO through PolicyTokenRewardModel).
@@ -134,13 +142,18 @@ class LagrangianReward:
 
 
 class LagrangianCallback(TrainerCallback):
-    """Updates λ at the end of every optimisation step and adds it to the step's log entry."""
+    """Updates λ at the end of every optimisation step and adds it to the step's log entry. The multiplier's state
+    rides in the trainer state (`stateful_callbacks[STATE_KEY]`), so each checkpoint's trainer_state.json holds
+    the λ of its step, written with the rest of that file."""
+
+    STATE_KEY = "LagrangeMultiplier"  # no callback's class name: transformers' own callback restore passes it by
 
     def __init__(self, multiplier: LagrangeMultiplier):
         self.multiplier = multiplier
 
     def on_step_end(self, args, state, control, **kwargs):
         self.multiplier.step(state.global_step)
+        state.stateful_callbacks[self.STATE_KEY] = self.multiplier.state_dict()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and "train_runtime" in logs:  # the end-of-training summary is not a step

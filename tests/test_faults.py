@@ -4,8 +4,8 @@ tests/test_loop.py.)"""
 from __future__ import annotations
 
 import json
-import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import REPO, kill_once, make_rows, write_jsonl
 from safetensors.torch import load_file
-from test_safety_rl import CPU, PPO_STEPS, TINY_LORA, logged, ppo, run_args
+from test_safety_rl import CPU, PPO_STEPS, TINY_LORA, logged, run_args
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
 
 from alignment.rl import last_checkpoint
@@ -113,6 +113,7 @@ def test_the_last_checkpoint_is_the_newest_one_the_trainer_finished(tmp_path):
 
 @pytest.mark.slow
 def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(reward_models, tmp_path):
+    """With the Lagrangian reward, whose λ moves every step: the resumed run goes on from the checkpoint's λ."""
     steps = 6
 
     def command(out: Path) -> list[str]:
@@ -121,7 +122,8 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(rewa
                 "--reward_model", reward_models.rm_other, "--output_dir", str(out), "--max_prompts", "8", *cpu,
                 *TINY_LORA, "--save_steps", "1", "--per_device_train_batch_size", "4", "--num_generations", "2",
                 "--max_completion_length", "8", "--max_steps", str(steps), "--beta", "0.04", "--learning_rate",
-                "1e-3", "--activation_checkpointing", "false"]
+                "1e-3", "--activation_checkpointing", "false", "--lagrangian", "true", "--lambda_lr", "0.5",
+                "--lambda_window", "8"]
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     killed, clean = tmp_path / "killed", tmp_path / "clean"
@@ -142,6 +144,9 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(rewa
     assert (killed / "prompts.jsonl").read_bytes() == prompts == (clean / "prompts.jsonl").read_bytes()
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["steps"] == steps
+    history = summary["lagrangian"]["history"]
+    assert history == json.loads((clean / "summary.json").read_text())["lagrangian"]["history"]
+    assert len({entry["lambda"] for entry in history}) == steps  # λ moved at every step, across the kill too
     assert logged(killed, "reward") == logged(clean, "reward")  # every step's reward, the killed ones included
     for folder, name in (("adapter", "adapter_model.safetensors"), ("model", "model.safetensors")):
         after_kill, straight = load_file(killed / folder / name), load_file(clean / folder / name)
@@ -149,14 +154,64 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(rewa
         assert all(torch.equal(after_kill[key], straight[key]) for key in straight), folder
 
 
-def test_ppo_says_it_cannot_resume_and_trains_from_step_0(reward_models, tmp_path, caplog):
-    out = tmp_path / "ppo"
-    (out / "checkpoint-1").mkdir(parents=True)
-    (out / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1}')
-    argv = run_args(reward_models.policy, reward_models.rm_native, out, *PPO_STEPS, "--reward_mode", "native")
-    with caplog.at_level(logging.WARNING, logger="alignment.rl"):
-        summary = ppo.main(*ppo.make_parser().parse_args_and_config(argv))
-    assert summary["steps"] == 2 and summary["logged"]["reward"]["n"] == 2  # both steps trained again
-    (record,) = [r for r in caplog.records if r.name == "alignment.rl" and r.levelno == logging.WARNING]
-    assert record.getMessage() == (f"PPOTrainer cannot resume from a checkpoint: {out / 'checkpoint-1'} is ignored "
-                                   "and training starts over from step 0")
+def ppo_command(policy: str, reward: str, out: Path) -> list[str]:
+    """PPO on the tiny policy: 8 prompts in batches of 4 (two updates an epoch), 6 updates, a checkpoint each."""
+    return [sys.executable, "recipes/safety_ppo.py", *run_args(policy, reward, out, *PPO_STEPS, "--reward_mode",
+                                                                "native"),
+            "--total_episodes", "24", "--save_strategy", "steps", "--save_steps", "1"]
+
+
+PPO_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_ppo(reward_models, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ppo") / "clean"
+    done = subprocess.run(ppo_command(reward_models.policy, reward_models.rm_native, out), cwd=REPO, env=PPO_ENV,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def same_ppo_run(killed: Path, clean: Path) -> None:
+    """The final policy, every step's logged reward and KL, and the last checkpoint's value model are identical."""
+    assert json.loads((killed / "summary.json").read_text())["steps"] == 6
+    for key in ("objective/scores", "objective/kl", "loss/value_avg"):
+        assert logged(killed, key) == logged(clean, key), key  # the steps before the kill included
+    for folder, name in (("adapter", "adapter_model.safetensors"), ("model", "model.safetensors"),
+                         ("checkpoint-6/value_model", "model.safetensors")):
+        after_kill, straight = load_file(killed / folder / name), load_file(clean / folder / name)
+        assert after_kill.keys() == straight.keys()
+        assert all(torch.equal(after_kill[key], straight[key]) for key in straight), folder
+
+
+@pytest.mark.slow
+def test_ppo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(reward_models, uninterrupted_ppo,
+                                                                            tmp_path):
+    killed = tmp_path / "killed"
+    command = ppo_command(reward_models.policy, reward_models.rm_native, killed)
+    kill_once(command, lambda: last_checkpoint(killed) is not None, "its first checkpoint", PPO_ENV, timeout=120)
+    reached = int(Path(last_checkpoint(killed)).name.split("-")[1])
+    assert reached < 6 and not (killed / "adapter").exists(), "PPO finished before it could be killed"
+    finished_state = killed / f"checkpoint-{reached}" / "trainer_state.json"
+    finished_at = finished_state.stat().st_mtime_ns
+
+    resumed = subprocess.run(command, cwd=REPO, env=PPO_ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {killed / f'checkpoint-{reached}'}" in (killed / "run.log").read_text()
+    assert finished_state.stat().st_mtime_ns == finished_at  # the updates before the kill were not trained again
+    same_ppo_run(killed, uninterrupted_ppo)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [2, 3], ids=["at an epoch's end", "inside an epoch"])
+def test_ppo_resumed_from_any_checkpoint_ends_as_the_uninterrupted_run(reward_models, uninterrupted_ppo, tmp_path,
+                                                                       step):
+    """A checkpoint copied into a fresh run folder: the rerun skips the consumed batches (two an epoch here) and
+    restores the RNG at the right moment wherever the checkpoint fell."""
+    resumed = tmp_path / "resumed"
+    shutil.copytree(uninterrupted_ppo / f"checkpoint-{step}", resumed / f"checkpoint-{step}")
+    again = subprocess.run(ppo_command(reward_models.policy, reward_models.rm_native, resumed), cwd=REPO,
+                           env=PPO_ENV, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    same_ppo_run(resumed, uninterrupted_ppo)

@@ -57,6 +57,34 @@ def test_multiplier_defaults_window_and_delay():
     assert delayed.step(2) == 1.0 and delayed.step(3) == pytest.approx(math.exp(0.1))
 
 
+def test_a_checkpoints_lambda_carries_on_as_if_never_stopped(tmp_path):
+    """The callback leaves λ's state in the trainer state each step; a fresh multiplier restored from a checkpoint's
+    trainer_state.json takes the next step exactly as the first would (window included, not just λ)."""
+    import json
+    from types import SimpleNamespace
+
+    from alignment.rl_rewards import restore_lagrange_multiplier
+
+    first = LagrangeMultiplier(window_size=4)
+    state = SimpleNamespace(global_step=0, stateful_callbacks={})
+    callback = LagrangianCallback(first)
+    for step, costs in enumerate(([0.9, 0.8], [0.7, 0.6, 0.5]), start=1):
+        first.record(costs)
+        state.global_step = step
+        callback.on_step_end(None, state, None)
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"stateful_callbacks": state.stateful_callbacks}))
+    resumed = LagrangeMultiplier(window_size=4)
+    restore_lagrange_multiplier(resumed, tmp_path)
+    for multiplier in (first, resumed):
+        multiplier.record([-0.2])  # the window: 0.7, 0.6, 0.5, -0.2 (a restored λ alone would miss three)
+        multiplier.step(3)
+    assert resumed.history == first.history and resumed.value == first.value != 1.0
+
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"stateful_callbacks": {}}))
+    with pytest.raises(SystemExit, match="holds no λ"):
+        restore_lagrange_multiplier(LagrangeMultiplier(), tmp_path)
+
+
 def _length_reward(prompts, completions, **kwargs):
     return [float(len(c)) / 10 for c in completions]
 

@@ -18,7 +18,6 @@ from test_reward_fixtures import SAFETY_PROMPTS
 from tiny_models import build_tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment import trl_api
 from alignment.rl import requested_value
 from alignment.rl_data import mix_size
 from alignment.rl_models import check_model_args, load_policy_tokenizer, lora_target_modules, policy_peft_config
@@ -354,18 +353,16 @@ def test_rl_yamls_parse_and_set_the_essentials(path):
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=[f"{p.parent.name}/{p.name}" for p in YAMLS])
-def test_rl_yamls_checkpoint_mid_run_where_the_trainer_can_resume(path):
-    """A trainer that resumes (GRPO, RLOO) saves a checkpoint before its last step, and keeps few; TRL 1.12's PPO
-    cannot resume, so its YAMLs write none (a PPO checkpoint holds Adam state for the whole value model). A TRL
-    release whose PPO resumes fails here: then give the PPO YAMLs checkpoints too."""
-    from alignment.trl_api import train_resumes
-
+def test_rl_yamls_checkpoint_before_their_last_update_and_keep_few(path):
+    """Every trainer resumes (GRPO/RLOO as transformers.Trainer, PPO through alignment.ppo_trainer), so every RL YAML
+    saves before its last update, where a killed run would lose the most; a PPO checkpoint holds the value model and
+    Adam state for it, so few are kept."""
     for _, training_args, _ in parse_yaml(path):
-        trainer = getattr(trl_api, type(training_args).__name__.replace("Config", "Trainer"))
-        if not train_resumes(trainer):
-            assert training_args.save_strategy == "no"
-            continue
-        last = training_args.max_steps
+        if training_args.max_steps > 0:
+            last = training_args.max_steps
+        else:  # PPO counts updates of per_device × accumulation episodes (on one process: the most a run has)
+            last = training_args.total_episodes // (training_args.per_device_train_batch_size
+                                                    * training_args.gradient_accumulation_steps)
         assert training_args.save_strategy == "steps" and training_args.save_steps < last
         assert training_args.save_total_limit is not None and training_args.save_total_limit <= 2
 

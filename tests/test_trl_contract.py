@@ -1,6 +1,7 @@
 """What the toolkit relies on from TRL, checked against the pinned release (alignment/trl_api.py)."""
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -262,14 +263,19 @@ def test_grpo_and_rloo_take_the_vllm_fields_the_recipe_sets():
     assert is_vllm_available() is (importlib.util.find_spec("vllm") is not None)
 
 
-def test_grpo_and_rloo_can_resume_from_a_checkpoint_and_ppo_cannot():
-    """alignment.rl resumes a killed run through Trainer.train(resume_from_checkpoint=...). TRL 1.12's experimental
-    PPOTrainer overrides train() without that argument, so a PPO run starts over (README); a TRL release that adds it
-    fails here, the sign to let PPO resume too."""
-    from alignment.trl_api import GRPOTrainer, PPOTrainer, RLOOTrainer, train_resumes
+def test_grpo_and_rloo_resume_from_a_checkpoint_and_trls_ppo_needs_our_subclass_to():
+    """alignment.rl resumes a killed run through `train(resume_from_checkpoint=...)`: transformers.Trainer's, kept by
+    GRPO/RLOO. TRL 1.12's experimental PPOTrainer overrides train() without it, so the PPO recipe trains
+    alignment.ppo_trainer.ResumablePPOTrainer (tests/test_faults.py kills and resumes it); a TRL release whose
+    PPOTrainer resumes on its own fails here, the sign to drop the subclass."""
+    from alignment.ppo_trainer import ResumablePPOTrainer
+    from alignment.trl_api import GRPOTrainer, PPOTrainer, RLOOTrainer
 
-    assert train_resumes(GRPOTrainer) and train_resumes(RLOOTrainer)
-    assert not train_resumes(PPOTrainer)
+    def resumes(trainer) -> bool:
+        return "resume_from_checkpoint" in inspect.signature(trainer.train).parameters
+
+    assert resumes(GRPOTrainer) and resumes(RLOOTrainer) and resumes(ResumablePPOTrainer)
+    assert not resumes(PPOTrainer)
 
 
 # ---------------------------------------------------------------------------------------------- the policy's settings
