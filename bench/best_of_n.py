@@ -38,9 +38,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 import export_reward_model  # noqa: E402
 import refine_classifier  # noqa: E402
 
-from alignment.best_of_n import run_probe  # noqa: E402
-from alignment.evaluate import SamplingConfig  # noqa: E402
-from alignment.prompts import prompt_set, sample_prompts  # noqa: E402
+from alignment.stages import run_recipe_main  # noqa: E402
 from refinement.corpus import ANNOTATION_DIR  # noqa: E402
 
 POLICY = "embedded:smollm2"
@@ -70,7 +68,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/bench_best_of_n")
     p.add_argument("--policy", default=POLICY)
-    p.add_argument("--n", type=int, default=16, help="replies sampled per prompt (the largest k)")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--split", default="heldout", help="demo prompt split to probe")
     p.add_argument("--num_prompts", type=int, default=64, help="seeded sample of each prompt set (0: all)")
@@ -107,22 +104,19 @@ def build_models(out: Path, seed: int, recipes: dict[str, ModelRecipe] = MODELS
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if max(args.ks) > args.n:
-        raise SystemExit(f"--ks {args.ks}: the largest k must not exceed --n {args.n}")
     started = time.perf_counter()
     out = Path(args.out)
     folders, seconds = build_models(out, args.seed)
-    harmful = sample_prompts(prompt_set("demo", True, args.split, None), args.num_prompts or None, args.seed)
-    benign = sample_prompts(prompt_set("demo", False, args.split, None), args.num_prompts or None, args.seed)
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, do_sample=True,
-                              temperature=args.temperature, seed=args.seed)
-    rewards = {name: folders[name] for name in ("vanilla", "refined", "gold")}
-    result = run_probe(args.policy, harmful, benign, rewards, folders["judge"], out / "probe", ks=args.ks,
-                       sampling=sampling, rescore=args.rescore)
+    result = run_recipe_main("best_of_n", [
+        "--rewards", *(f"{name}={folders[name]}" for name in ("vanilla", "refined", "gold")),
+        "--judge", folders["judge"], "--output_dir", str(out / "probe"), "--policy", args.policy,
+        "--prompt_split", args.split, "--num_harmful", str(args.num_prompts or "none"),
+        "--num_benign", str(args.num_prompts or "none"), "--ks", *map(str, args.ks),
+        "--max_new_tokens", str(args.max_new_tokens), "--temperature", str(args.temperature),
+        "--batch_size", str(args.batch_size), "--seed", str(args.seed), "--rescore", str(args.rescore).lower()])
     result["seconds"]["models"] = seconds
     result["seconds"]["wall"] = time.perf_counter() - started
     (out / "bench.json").write_text(json.dumps({"args": vars(args), "seconds": result["seconds"]}, indent=2))
-    print((out / "probe" / "probe.md").read_text())
     print(f"seconds: {json.dumps(result['seconds'])}")
     return result
 

@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from refinement.cli import run_log, run_recipe, start_recipe, unset
+from refinement.cli import named_folders, run_log, run_recipe, start_recipe, unset
 
 start_recipe()  # before any Hugging Face library is imported
 
@@ -40,24 +40,10 @@ class EvaluateConfig:
     max_length: int | None = field(default=None, metadata={"help": "Default: each model's reward_max_length."})
 
 
-def parse_models(entries: list[str] | None) -> dict[str, str]:
-    models = {}
-    for entry in entries or []:
-        name, sep, path = entry.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--models entry {entry!r}: expected name=folder")
-        if name in models:
-            raise SystemExit(f"--models: the name {name!r} is used twice")
-        models[name] = path
-    if not models:
-        raise SystemExit("--models is required: one or more name=folder entries")
-    return models
-
-
 def main(args: EvaluateConfig, command: str | None = None) -> dict:
     if not args.output_dir:
         raise SystemExit("--output_dir is required (in the YAML or on the command line)")
-    models = parse_models(args.models)
+    models = named_folders(args.models, "--models")
     pairs = [load_pairs(args.hh_rlhf_path, "hh_rlhf_harmless", args.max_items)] if not unset(args.hh_rlhf_path) else []
     labelled = []
     if not unset(args.beavertails_path):

@@ -25,7 +25,8 @@ from reward.hub import push_to_hub
 class ExportConfig:
     run_dir: str = field(default=None, metadata={"help": "A finished refinement run (holds summary.json)."})
     output_dir: str = field(default=None, metadata={"help": "Where the reward model folder is written (replaced)."})
-    round: str = field(default="selected", metadata={"help": "selected (the run's shipped round) | last | N"})
+    round: str = field(default="selected", metadata={"help": "selected (the run's shipped round) | best_refined (the "
+                                                      "trained round rated best, shipped or not) | last | N"})
     license: str = field(default="cc-by-nc-4.0", metadata={"help": "Model card licence; the embedded default "
                          "trains on BeaverTails labels (CC-BY-NC-4.0): set yours for other data."})
     model_name: str | None = field(default=None, metadata={"help": "Card title (default: hub_model_id or folder)."})

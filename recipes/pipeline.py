@@ -3,14 +3,15 @@
     accelerate launch --cpu --num_processes 1 recipes/pipeline.py --config recipes/configs/pipeline/cpu_smollm2.yaml
     python recipes/pipeline.py --config ... --output_dir runs/pipeline_s1 --seed 1 --eval_num_prompts 32
 
-Stages (refine with annotation, export, judge, eval_before, ppo, eval_after, report): alignment/pipeline.py. Each
-runs its recipe's own main() and parser on the stage's YAML and the overrides below. Rerun the same command after
-a kill: finished stages are skipped, an unfinished one resumes, a stage whose arguments or inputs changed reruns.
-The console shows the stages, progress bars and tables; <output_dir>/run.log has everything.
+Stages (refine with annotation, export, export_refined, vanilla, export_vanilla, judge, best_of_n, eval_before, ppo,
+eval_after, report): alignment/pipeline.py. Each runs its recipe's own main() and parser on the stage's YAML and the
+overrides below. Rerun the same command after a kill: finished stages are skipped, an unfinished one resumes, a
+stage whose arguments or inputs changed reruns. The console shows the stages, progress bars and tables;
+<output_dir>/run.log has everything.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from refinement.cli import option, run_log, run_recipe, start_recipe
 
@@ -42,6 +43,11 @@ class PipelineConfig:
     eval_num_prompts: int | None = option(16, "Seeded sample of each evaluation prompt set (None: all).")
     eval_max_new_tokens: int = option(48, "Greedy generation length of the evaluation.")
     eval_batch_size: int = 8
+    probe_ks: list[int] = field(default_factory=lambda: [1, 4], metadata={
+        "help": "Best-of-n probe on the evaluation prompts: the starting policy samples max(k) replies per prompt; "
+                "each reward picks among the first k."})
+    probe_max_new_tokens: int = option(32, "Sampled reply length of the best-of-n probe.")
+    probe_batch_size: int = option(32, "Replies sampled per forward pass in the probe.")
     eval_overrides: dict | str | None = overrides_option("recipes/evaluate_policy.py (both evaluations)")
 
     def __post_init__(self):

@@ -67,6 +67,22 @@ def option(default, text: str, **kwargs):
     return field(default=default, metadata={"help": text}, **kwargs)
 
 
+def named_folders(entries: Sequence[str] | None, flag: str) -> dict[str, str]:
+    """`name=folder` command-line entries as a mapping; a malformed entry, a repeated name or none at all stops
+    with one line naming the flag."""
+    folders = {}
+    for entry in entries or []:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"{flag} entry {entry!r}: expected name=folder")
+        if name in folders:
+            raise SystemExit(f"{flag}: the name {name!r} is used twice")
+        folders[name] = path
+    if not folders:
+        raise SystemExit(f"{flag} is required: one or more name=folder entries")
+    return folders
+
+
 def unset(value) -> bool:
     """True for None and for what a command line or YAML writes for None: "", "none", "null" (any case)."""
     return value is None or (isinstance(value, str) and value.strip().lower() in UNSET)

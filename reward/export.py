@@ -80,18 +80,22 @@ def load_run(run_dir: str | os.PathLike) -> tuple[dict, RefineConfig]:
 
 def pick_round(summary: dict, which: str | int, run_dir: str | os.PathLike = "") -> int:
     """`selected` (the round the run ships; 0 when it ships the vanilla PN classifier of the annotator's labels),
-    `last` (the last trained round) or a round number."""
+    `best_refined` (the trained round the run's selection rates best, whether or not it ships: what refinement made
+    of the labels; the last one when the run rated none), `last` (the last trained round) or a round number."""
     trained = [r["round"] for r in summary["rounds"] if r["round"] > 0]
     if not trained:
         raise ValueError(f"{run_dir}: the run trained no round, so there is no classifier to export")
     if which == "selected":
         return int(summary["selected_round"])
+    if which == "best_refined":
+        rated = [r for r in summary["rounds"] if r["round"] > 0 and r.get("selection_score") is not None]
+        return max(rated, key=lambda r: r["selection_score"])["round"] if rated else trained[-1]
     if which == "last":
         return trained[-1]
     try:
         index = int(which)
     except (TypeError, ValueError):
-        raise ValueError(f"round={which!r}: expected 'selected', 'last' or a round number") from None
+        raise ValueError(f"round={which!r}: expected 'selected', 'best_refined', 'last' or a round number") from None
     if index not in trained:
         raise ValueError(f"{run_dir}: round {index} was not trained; trained rounds: {trained}")
     return index

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import import_recipe
 from test_safety_eval import BENIGN, HARMFUL, scrambled_llama, tiny_judge
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -115,3 +116,19 @@ def test_probe_refuses_greedy_decoding_and_reserved_names(models, tmp_path):
                   sampling=SamplingConfig(max_new_tokens=4))
     with pytest.raises(ValueError, match="probe's own arms"):
         run_probe(models["policy"], HARMFUL, BENIGN, {"judge": models["rm_a"]}, models["judge"], tmp_path / "b")
+
+
+def test_the_probe_recipe_refuses_what_it_cannot_probe_in_one_line(tmp_path):
+    recipe = import_recipe("best_of_n")
+
+    def run(*flags: str):
+        return recipe.main(*recipe.make_parser().parse_args_and_config(
+            ["--rewards", "refined=r", "--output_dir", str(tmp_path), *flags]))
+
+    for flags, message in ((("--judge", "j", "--do_sample", "false"), "picks among sampled replies"),
+                           ((), "--output_dir and --judge are required"),
+                           (("--judge", "j", "--ks", "0", "4"), "each k must be at least 1"),
+                           (("--judge", "j", "--rewards", "no-name"), "expected name=folder")):
+        with pytest.raises(SystemExit, match=message):
+            run(*flags)
+    assert not any(tmp_path.iterdir())  # nothing written

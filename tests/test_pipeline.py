@@ -12,13 +12,15 @@ import pytest
 from conftest import REPO, import_recipe, tree_digest, write_jsonl
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
 
+from alignment.best_of_n import arm_table
 from alignment.demo import demo_path
 from alignment.evaluate import paired_table
 
 pipeline = import_recipe("pipeline")
 
 SUBSET = {"train": (40, 20), "val": (6, 6), "test": (8, 8)}  # split: (harmless, harmful) pairs
-STAGE_DIRS = ("refine", "reward_model", "judge", "ppo", "eval/before", "eval/after")
+STAGE_DIRS = ("refine", "reward_model", "reward_refined", "refine_vanilla", "reward_vanilla", "judge", "best_of_n",
+              "ppo", "eval/before", "eval/after")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,8 @@ def setup(tmp_path_factory, feature_cache_dir):
     }
     argv = ["--config", str(REPO / "recipes" / "configs" / "pipeline" / "cpu_smollm2.yaml"),
             "--output_dir", str(base / "run"), "--policy", policy, "--eval_num_prompts", "2",
-            "--eval_max_new_tokens", "6", *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v))]]
+            "--eval_max_new_tokens", "6", "--probe_max_new_tokens", "6",
+            *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v))]]
     return {"out": base / "run", "argv": argv, "policy": policy, "annotator": annotator}
 
 
@@ -107,8 +110,26 @@ def test_pipeline_runs_every_stage_then_resumes_without_redoing_them(setup, caps
     # each change with its paired interval, computed from the two evaluations' per-prompt verdicts
     changes, rates = paired_table(out / "eval" / "before", out / "eval" / "after")
     assert changes in printed and changes in (out / "report.md").read_text() and rates
+    # vanilla RLAIF beside it: PN, one round, on the refine stage's annotation (not judged again)
+    vanilla = read(out / "refine_vanilla" / "summary.json")
+    assert vanilla["config"]["loss"] == "pn" and vanilla["config"]["num_rounds"] == 1
+    assert (out / "refine_vanilla" / "annotation" / "annotated.jsonl").read_bytes() == \
+        (out / "refine" / "annotation" / "annotated.jsonl").read_bytes()
+    assert read(out / "reward_vanilla" / "config.json")["refinement_run"]["loss"] == "pn"
+    # best-of-n: the starting policy's replies to the evaluation prompts, picked by each reward; its table printed
+    probe = read(out / "best_of_n" / "probe.json")
+    assert probe["models"] == {"refined": str(out / "reward_refined"), "vanilla": str(out / "reward_vanilla"),
+                               "judge": str(out / "judge" / "model")}
+    assert read(out / "reward_refined" / "config.json")["refinement_round"] >= 1
+    assert probe["sampled"]["n"] == 4 and probe["n_harmful"] == probe["n_benign"] == 2
+    assert list(probe["outcomes"]) == ["random", "refined", "vanilla", "judge"]
+    probe_table = arm_table(probe["outcomes"])
+    assert probe_table in printed and probe_table in (out / "report.md").read_text()
+    assert summary["best_of_n"]["outcomes"]["refined"]["4"]["harmless_harmful"] == \
+        probe["outcomes"]["refined"]["4"]["harmless_harmful"]
     stages = read(out / "stages.json")
-    assert list(stages) == ["refine", "export", "judge", "eval_before", "ppo", "eval_after"]
+    assert list(stages) == ["refine", "export", "export_refined", "vanilla", "export_vanilla", "judge", "best_of_n",
+                            "eval_before", "ppo", "eval_after"]
     assert read(out / "pipeline_config.json")["pipeline"]["eval_num_prompts"] == 2
 
     # A rerun skips every finished stage: no output changes.
@@ -122,7 +143,7 @@ def test_pipeline_runs_every_stage_then_resumes_without_redoing_them(setup, caps
     ran = {row["stage"] for row in summary["stages"] if row["this_run"] == "ran"}
     assert ran == {"eval_before", "eval_after"}
     now = digests(out)
-    assert all(now[name] == finished[name] for name in ("refine", "reward_model", "judge", "ppo"))
+    assert all(now[name] == finished[name] for name in ("refine", "reward_model", "judge", "best_of_n", "ppo"))
     assert read(out / "eval" / "after" / "metrics.json")["sampling"]["max_new_tokens"] == 4
 
 

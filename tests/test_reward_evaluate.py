@@ -8,6 +8,7 @@ import pytest
 from conftest import DATA, import_recipe
 from test_reward_fixtures import plain_logits
 
+from refinement.cli import named_folders
 from refinement.data import DataError, format_example
 from reward.evaluate import (
     evaluate_models,
@@ -107,7 +108,7 @@ def test_evaluate_recipe_writes_the_table(reward_models, tmp_path, capsys):
     assert json.loads((tmp_path / "results.json").read_text())["results"]["native"]["beavertails_test"]["n"] == 6
     assert "| refined |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="expected name=folder"):
-        evaluate_recipe.parse_models(["just-a-path"])
+        named_folders(["just-a-path"], "--models")
     (args,) = evaluate_recipe.make_parser().parse_args_and_config(
         ["--models", f"a={reward_models.rm_other}", "--output_dir", str(tmp_path / "skip"), "--hh_rlhf_path", "None",
          "--xstest_dir", "None", "--beavertails_path", BEAVERTAILS, "--max_items", "4"])

@@ -91,6 +91,11 @@ def test_pick_round_names_what_exists():
         pick_round(summary, "best")
     with pytest.raises(ValueError, match="trained no round"):
         pick_round({"selected_round": 0, "rounds": [{"round": 0}]}, "selected", "runs/x")
+    # best_refined: the refined round the selection rated best, even when the run shipped round 0 (vanilla)
+    scores = (0.71, 0.49, 0.55, 0.52)
+    rated = {"selected_round": 0, "rounds": [{"round": r, "selection_score": v} for r, v in enumerate(scores)]}
+    assert (pick_round(rated, "selected"), pick_round(rated, "best_refined")) == (0, 2)
+    assert pick_round(summary, "best_refined") == 3  # nothing rated (round_selection last): the last round
 
 
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
