@@ -1,4 +1,4 @@
-"""TRL 1.12's PPOTrainer, able to resume from its own checkpoints.
+"""TRL 1.12's PPOTrainer, able to resume from its own checkpoints and to run in several processes without DeepSpeed.
 
 TRL's experimental PPOTrainer writes Trainer checkpoints (the policy, the optimizer, the scheduler, the RNG states,
 trainer_state.json) but its `train()` always starts at update 1, and no checkpoint holds the value model, which the
@@ -13,7 +13,9 @@ optimizer's state belongs to. `ResumablePPOTrainer` adds what a resume needs and
   at the point the checkpoint was written and runs the remaining updates. A resumed run ends with the weights,
   logs and checkpoints of the run that was never interrupted.
 
-Under DeepSpeed the engine's own checkpoint holds the value model and the optimizer; a resume there loads it."""
+Under DeepSpeed the engine's own checkpoint holds the value model and the optimizer; a resume there loads it. Under
+DDP (`recipes/accelerate/multi_gpu.yaml`) TRL's train() stops at `self.model.policy`, which the DDP wrapper hides;
+the subclass exposes the policy and value model on the wrapper."""
 from __future__ import annotations
 
 import math
@@ -87,6 +89,14 @@ class ResumablePPOTrainer(PPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            # TRL's train() and checkpoints read self.model.policy and .config, which DDP (several processes, no
+            # DeepSpeed) hides; plain attributes, not submodules, so DDP's parameters and state_dict stay as they are.
+            wrapper = self.accelerator.unwrap_model(self.model)
+            for name in ("policy", "value_model", "config"):
+                object.__setattr__(self.model, name, getattr(wrapper, name))
+        # transformers.Trainer.__init__ (which PPOTrainer skips) sets this; a process that does not save reads it
+        self.is_distributed_loading_by_transformers = False
         sampler = get_sampler(self.dataloader)
         if getattr(sampler, "generator", False) is None:  # one process: the order would come from the global RNG
             sampler.generator = torch.Generator().manual_seed(self.args.seed)
@@ -138,7 +148,8 @@ class ResumablePPOTrainer(PPOTrainer):
             self._load_from_checkpoint(checkpoint, model=wrapper.policy)
             value = AutoModelForSequenceClassification.from_pretrained(os.path.join(checkpoint, VALUE_MODEL_FOLDER))
             wrapper.value_model.load_state_dict(value.state_dict())
+            # on CPU (the optimizer moves its state to each parameter's device)
             self.optimizer.load_state_dict(torch.load(os.path.join(checkpoint, OPTIMIZER_NAME), weights_only=True,
-                                                      map_location=self.accelerator.device))
+                                                      map_location="cpu"))
         self.lr_scheduler.load_state_dict(torch.load(os.path.join(checkpoint, SCHEDULER_NAME), weights_only=True))
         return type(self.state).load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))

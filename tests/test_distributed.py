@@ -44,8 +44,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_two(args: list[str]) -> subprocess.CompletedProcess:
-    """recipes/refine_classifier.py in two processes on this CPU-only machine (gloo).
+def launch_two(args: list[str], recipe: str = "recipes/refine_classifier.py") -> subprocess.CompletedProcess:
+    """A recipe (refine_classifier.py unless named) in two processes on this CPU-only machine (gloo).
 
     `--cpu --num_processes 2` would start ONE process: accelerate 1.x's launcher sends --cpu to its simple
     launcher, which forks several processes only through mpirun (`--mpirun_hostfile`). `--multi_gpu` goes
@@ -53,7 +53,7 @@ def launch_two(args: list[str]) -> subprocess.CompletedProcess:
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-               "recipes/refine_classifier.py", *args]
+               recipe, *args]
     env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import REPO, kill_once, make_rows, write_jsonl
 from safetensors.torch import load_file
+from test_distributed import launch_two
 from test_safety_rl import CPU, PPO_STEPS, TINY_LORA, logged, run_args
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
 
@@ -215,3 +216,26 @@ def test_ppo_resumed_from_any_checkpoint_ends_as_the_uninterrupted_run(reward_mo
                            env=PPO_ENV, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     same_ppo_run(resumed, uninterrupted_ppo)
+
+
+@pytest.mark.slow
+def test_ppo_in_two_processes_trains_and_resumes_from_any_checkpoint_to_the_same_policy(reward_models, tmp_path):
+    """DDP without DeepSpeed (TRL's own PPOTrainer stops there at `self.model.policy`): 2 episodes per process and
+    update, each process holding 4 of the 8 prompts (two updates an epoch); resumed from an epoch's end and from
+    inside one, both processes restore their own RNG and end with the uninterrupted run's policy."""
+    def run(out: Path):
+        argv = [*run_args(reward_models.policy, reward_models.rm_native, out, *PPO_STEPS, "--reward_mode", "native"),
+                "--total_episodes", "24", "--per_device_train_batch_size", "2", "--local_rollout_forward_batch_size",
+                "2", "--save_strategy", "steps", "--save_steps", "1"]
+        done = launch_two(argv, "recipes/safety_ppo.py")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    clean = tmp_path / "clean"
+    run(clean)
+    assert {p.name for p in (clean / "checkpoint-6").glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    for step in (2, 3):
+        resumed = tmp_path / f"from_{step}"
+        shutil.copytree(clean / f"checkpoint-{step}", resumed / f"checkpoint-{step}")
+        run(resumed)
+        same_ppo_run(resumed, clean)
+
