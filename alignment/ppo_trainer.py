@@ -13,9 +13,10 @@ optimizer's state belongs to. `ResumablePPOTrainer` adds what a resume needs and
   at the point the checkpoint was written and runs the remaining updates. A resumed run ends with the weights,
   logs and checkpoints of the run that was never interrupted.
 
-Under DeepSpeed the engine's own checkpoint holds the value model and the optimizer; a resume there loads it. Under
-DDP (`recipes/accelerate/multi_gpu.yaml`) TRL's train() stops at `self.model.policy`, which the DDP wrapper hides;
-the subclass exposes the policy and value model on the wrapper."""
+Two places where TRL's trainer stops before a first checkpoint are mended too. Under DeepSpeed (ZeRO-2/3) its
+save_model hands transformers the bare policy as the engine; here a checkpoint's weights are the engine's own
+checkpoint (policy, value model and optimizer), which a resume loads. Under DDP (`recipes/accelerate/multi_gpu.yaml`)
+its train() reads `self.model.policy`, which the DDP wrapper hides; here the wrapper exposes it."""
 from __future__ import annotations
 
 import math
@@ -108,6 +109,13 @@ class ResumablePPOTrainer(PPOTrainer):
             value_model = self.accelerator.unwrap_model(self.model).value_model
             value_model.save_pretrained(os.path.join(self._get_output_dir(trial=trial), folder, VALUE_MODEL_FOLDER))
         super()._save_checkpoint(model, trial)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Under DeepSpeed a checkpoint's weights are the engine's own checkpoint (written with the optimizer right
+        after this call): TRL's save_model would hand transformers the bare policy as the engine there, and fail."""
+        if self.is_deepspeed_enabled and _internal_call:
+            return
+        super().save_model(output_dir, _internal_call)
 
     def generate_completions(self, sampling: bool = False):
         """Sample generations on the run's update count, not train()'s local one (a resumed train() counts from 1)."""

@@ -16,7 +16,7 @@ import torch
 from conftest import REPO, kill_once, make_rows, write_jsonl
 from safetensors.torch import load_file
 from test_distributed import launch_two
-from test_safety_rl import CPU, PPO_STEPS, TINY_LORA, logged, run_args
+from test_safety_rl import CPU, CPU_ZERO, PPO_STEPS, TINY_LORA, logged, run_args
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
 
 from alignment.rl import last_checkpoint
@@ -238,4 +238,32 @@ def test_ppo_in_two_processes_trains_and_resumes_from_any_checkpoint_to_the_same
         shutil.copytree(clean / f"checkpoint-{step}", resumed / f"checkpoint-{step}")
         run(resumed)
         same_ppo_run(resumed, clean)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_ppo_under_deepspeed_checkpoints_and_resumes_to_the_same_policy(reward_models, tmp_path, stage):
+    """One CPU process under a ZeRO config (the paper YAML's launcher): TRL's own PPOTrainer fails at its first
+    checkpoint there; the engine's checkpoint holds policy, value model and optimizer, and a rerun from update 3 of
+    6 ends as the uninterrupted run."""
+    config = tmp_path / "zero.yaml"
+    config.write_text(CPU_ZERO.format(stage=stage))
+
+    def run(out: Path):
+        command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(config),
+                   "recipes/safety_ppo.py", *ppo_command(reward_models.policy, reward_models.rm_native, out)[2:]]
+        done = subprocess.run(command, cwd=REPO, env={**PPO_ENV, "PYTHONPATH": str(REPO)}, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    clean, resumed = tmp_path / "clean", tmp_path / "resumed"
+    run(clean)
+    assert (clean / "checkpoint-3" / "global_step3").is_dir()  # DeepSpeed's own checkpoint
+    shutil.copytree(clean / "checkpoint-3", resumed / "checkpoint-3")
+    run(resumed)
+    assert json.loads((resumed / "summary.json").read_text())["accelerate"]["zero_stage"] == stage
+    for key in ("objective/scores", "objective/kl", "loss/value_avg"):
+        assert logged(resumed, key) == logged(clean, key), key
+    after, straight = (load_file(out / "adapter" / "adapter_model.safetensors") for out in (resumed, clean))
+    assert after.keys() == straight.keys() and all(torch.equal(after[k], straight[k]) for k in straight)
 
