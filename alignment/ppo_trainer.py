@@ -1,4 +1,4 @@
-"""TRL 1.12's PPOTrainer, able to resume from its own checkpoints and to run in several processes without DeepSpeed.
+"""TRL 1.12's PPOTrainer with checkpoints that resume, in one process, under DDP and under DeepSpeed.
 
 TRL's experimental PPOTrainer writes Trainer checkpoints (the policy, the optimizer, the scheduler, the RNG states,
 trainer_state.json) but its `train()` always starts at update 1, and no checkpoint holds the value model, which the
@@ -101,7 +101,6 @@ class ResumablePPOTrainer(PPOTrainer):
         sampler = get_sampler(self.dataloader)
         if getattr(sampler, "generator", False) is None:  # one process: the order would come from the global RNG
             sampler.generator = torch.Generator().manual_seed(self.args.seed)
-        self._sample_every = None
 
     def _save_checkpoint(self, model, trial):
         if not self.is_deepspeed_enabled and self.args.should_save:
@@ -117,11 +116,6 @@ class ResumablePPOTrainer(PPOTrainer):
             return
         super().save_model(output_dir, _internal_call)
 
-    def generate_completions(self, sampling: bool = False):
-        """Sample generations on the run's update count, not train()'s local one (a resumed train() counts from 1)."""
-        if self._sample_every is None or (self.state.global_step - 1) % self._sample_every == 0:
-            super().generate_completions(sampling=sampling)
-
     def train(self, resume_from_checkpoint: str | None = None):
         if resume_from_checkpoint is None:
             return super().train()
@@ -133,15 +127,11 @@ class ResumablePPOTrainer(PPOTrainer):
         self.dataloader = ReplayedBatches(dataloader, saved.global_step,  # one batch per update
                                           lambda: self._load_rng_state(resume_from_checkpoint))
         self.args.num_total_batches = total - saved.global_step
-        if hasattr(self, "sample_generations_freq"):  # TRL asks every update; generate_completions decides
-            self._sample_every, self.sample_generations_freq = self.sample_generations_freq, 1
         try:
             return super().train()
         finally:
             self.args.num_total_batches, self.dataloader = total, dataloader
             self.callback_handler.callbacks.remove(counters)
-            if self._sample_every is not None:
-                self.sample_generations_freq, self._sample_every = self._sample_every, None
 
     def _load_checkpoint(self, checkpoint: str):
         """Weights, optimizer and scheduler from `checkpoint`; returns its trainer state."""
