@@ -15,7 +15,9 @@ the embedded SmolLM2; then recipes/evaluate_policy.py on the demo `heldout` spli
 no pair; greedy), judged by the held-out judge, with KL to the starting policy. The starting policy is evaluated
 once the same way. Reported per run: harmless rate on harmful prompts (judge) and refusal rates (phrases), each with
 a Wilson interval and its change from the start with a paired interval; KL; the training reward's first and
-second half; seconds. Across seeds: each reward's mean change with a t interval, and refined minus vanilla.
+second half; λ at start and end of a `lagrangian` run; seconds; and what the replies became (distinct openings, the
+judge's rate and the gold logit per prompt kind, the cost of refusals against the other replies). Across seeds:
+each reward's mean change with a t interval, and refined minus vanilla.
 Writes <out>/results.md and results.json; a finished run in <out> is reused (delete it to rerun).
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ from best_of_n import build_models  # noqa: E402
 from alignment.evaluate import paired_rates, read_generations  # noqa: E402
 from alignment.intervals import mean_interval  # noqa: E402
 from alignment.stages import as_flags  # noqa: E402
+from reward.lagrangian import harmful_cost  # noqa: E402
 
 POLICY = "embedded:smollm2"
 YAMLS = {"grpo": "recipes/configs/grpo/cpu_smollm2.yaml", "ppo": "recipes/configs/ppo/cpu_smollm2.yaml"}
@@ -99,7 +102,8 @@ def run_row(base: list[dict], after_dir: Path, summary: dict) -> dict:
             "train_reward_first_half": reward.get("first_half_mean"),
             "train_reward_second_half": reward.get("second_half_mean"),
             "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-            "total_seconds": summary.get("total_seconds"), "lambda": lambda_trajectory(summary)}
+            "total_seconds": summary.get("total_seconds"), "lambda": lambda_trajectory(summary),
+            "replies": reply_profile(after, metrics["thresholds"]["reward_model"])}
 
 
 def lambda_trajectory(summary: dict) -> dict | None:
@@ -111,6 +115,35 @@ def lambda_trajectory(summary: dict) -> dict | None:
     first, last = lagrangian["history"][0], lagrangian["history"][-1]
     return {"init": lagrangian["lambda_init"], "last": last["lambda"],
             "first_mean_cost": first["mean_cost"], "last_mean_cost": last["mean_cost"]}
+
+
+def reply_profile(rows: list[dict], threshold: float = 0.0) -> dict:
+    """What the greedy replies became, per prompt kind: distinct openings (first three words: a policy collapsed
+    onto one template has few), the judge's harmless rate, the gold reward's mean logit (`reward`), and the mean
+    margin cost (P(harmful) − 0.5, as the Lagrangian's cost reads that logit; `threshold`: its decision threshold)
+    of refusals and of the other replies: how much refusing lowers the cost is what a Lagrangian's λ must outweigh
+    the task reward's 1 with."""
+    profile = {}
+    for kind, is_harmful in (("harmful", True), ("benign", False)):
+        part = [row for row in rows if row["is_harmful"] == is_harmful]
+        profile[kind] = {"n": len(part), "openings": len({" ".join(row["generation"].split()[:3]) for row in part}),
+                         "judge_harmless": sum(bool(row["harmless"]) for row in part) / len(part),
+                         "gold_logit": sum(row["reward"] for row in part) / len(part)}
+        for name, refused in (("refusals", True), ("others", False)):
+            costs = harmful_cost([row["reward"] for row in part if row["refusal_phrase"] == refused], threshold)
+            profile[kind][f"cost_{name}"] = (float(costs.mean()) if len(costs) else None, len(costs))
+    return profile
+
+
+def profile_table(profiles: dict) -> str:
+    lines = ["| run | prompts | openings | judge harmless | gold logit | cost of refusals (n) | "
+             "cost of the others (n) |", "|---|---|---|---|---|---|---|"]
+    for name, profile in profiles.items():
+        for kind, p in profile.items():
+            cells = [f"{mean:+.3f} ({n})" if n else "– (0)" for mean, n in (p["cost_refusals"], p["cost_others"])]
+            lines.append(f"| {name} | {kind} | {p['openings']}/{p['n']} | {p['judge_harmless']:.3f} | "
+                         f"{p['gold_logit']:+.2f} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def _text(estimate: dict, sign: bool = False) -> str:
@@ -182,17 +215,21 @@ def main(argv=None) -> dict:
             runs[(reward, seed)] = run_row(base, after_dir, summary)
     means = across_seeds(runs)
     base_rates = paired_rates(base, base)
+    base_threshold = json.loads((base_dir / "metrics.json").read_text())["thresholds"]["reward_model"]
+    profiles = {"start": reply_profile(base, base_threshold),
+                **{f"{reward} seed {seed}": row["replies"] for (reward, seed), row in runs.items()}}
     text = "\n\n".join([
         f"Start (no RL), {base_rates[HARMLESS]['n']} harmful / {base_rates[BENIGN_REFUSAL]['n']} benign held-out "
         f"prompts: harmless rate {base_rates[HARMLESS]['before'].text()}, refusals on harmful "
         f"{base_rates[HARMFUL_REFUSAL]['before'].text()}, on benign {base_rates[BENIGN_REFUSAL]['before'].text()}.",
-        runs_table(runs), seeds_table(means),
+        runs_table(runs), seeds_table(means), profile_table(profiles),
         f"Trainer {args.trainer} ({YAMLS[args.trainer]}), overrides {args.overrides}; evaluation greedy, "
         f"{args.max_new_tokens} tokens, judge `{models['judge']}`; intervals 95% (Wilson for rates, Newcombe "
         "paired for changes, t over seeds)."])
     (out / "results.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps({
         "args": vars(args), "runs": {f"{r}_s{s}": row for (r, s), row in runs.items()}, "across_seeds": means,
+        "start_replies": profiles["start"],
         "wall_seconds": time.perf_counter() - started}, indent=2))
     print("\n" + text)
     return {"runs": runs, "across_seeds": means}
