@@ -16,8 +16,8 @@ no pair; greedy), judged by the held-out judge, with KL to the starting policy. 
 once the same way. Reported per run: harmless rate on harmful prompts (judge) and refusal rates (phrases), each with
 a Wilson interval and its change from the start with a paired interval; KL; the training reward's first and
 second half; λ at start and end of a `lagrangian` run; seconds; and what the replies became (distinct openings, the
-judge's rate and the gold logit per prompt kind, the cost of refusals against the other replies). Across seeds:
-each reward's mean change with a t interval, and refined minus vanilla.
+judge's rate, the gold logit, the declines the refusal phrases miss, the cost of refusals against the other replies,
+per prompt kind). Across seeds: each reward's mean change with a t interval, and refined minus vanilla.
 Writes <out>/results.md and results.json; a finished run in <out> is reused (delete it to rerun).
 """
 from __future__ import annotations
