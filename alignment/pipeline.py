@@ -12,7 +12,7 @@ Stages, each one recipe's main() on its own parser's arguments (alignment.stages
   judge        recipes/refine_classifier.py, `judge_config`: the evaluation judge -> judge/model. On the embedded
                default it is trained on hand labels of SmolLM2's own replies: a stand-in for a human judge of the
                policy's text, not the reward
-  best_of_n    recipes/best_of_n.py: the starting policy samples max(probe_ks) replies per evaluation prompt; a
+  best_of_n    recipes/best_of_n_probe.py: the starting policy samples max(probe_ks) replies per evaluation prompt; a
                random pick, the refined and the vanilla reward and the judge each pick one -> best_of_n/
   eval_before  recipes/evaluate_policy.py on the starting policy (held-out prompts) -> eval/before/
   ppo          recipes/safety_ppo.py, `ppo_config`, against reward_model/ -> ppo/ (ppo/model: LoRA merged)
@@ -124,7 +124,7 @@ class Pipeline:
                   ("refine",)),
             Stage("export_vanilla", self.vanilla_dir / "config.json", export_vanilla, export_stage, ("vanilla",)),
             Stage("judge", self.judge_model / "config.json", judge, recipe_stage("refine_classifier")),
-            Stage("best_of_n", self.probe_dir / "probe.json", probe, recipe_stage("best_of_n"),
+            Stage("best_of_n", self.probe_dir / "probe.json", probe, recipe_stage("best_of_n_probe"),
                   ("export_refined", "export_vanilla", "judge")),
             Stage("eval_before", self.eval_dir / "before" / "metrics.json", self.eval_argv("before", a.policy),
                   evaluate, ("export", "judge")),

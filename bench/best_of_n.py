@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     out = Path(args.out)
     folders, seconds = build_models(out, args.seed)
-    result = run_recipe_main("best_of_n", [
+    result = run_recipe_main("best_of_n_probe", [
         "--rewards", *(f"{name}={folders[name]}" for name in ("vanilla", "refined", "gold")),
         "--judge", folders["judge"], "--output_dir", str(out / "probe"), "--policy", args.policy,
         "--prompt_split", args.split, "--num_harmful", str(args.num_prompts or "none"),

@@ -119,7 +119,7 @@ def test_probe_refuses_greedy_decoding_and_reserved_names(models, tmp_path):
 
 
 def test_the_probe_recipe_refuses_what_it_cannot_probe_in_one_line(tmp_path):
-    recipe = import_recipe("best_of_n")
+    recipe = import_recipe("best_of_n_probe")
 
     def run(*flags: str):
         return recipe.main(*recipe.make_parser().parse_args_and_config(

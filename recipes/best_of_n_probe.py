@@ -1,8 +1,8 @@
 """Best-of-n probe: which reward model steers a policy's own sampled replies toward harmless ones?
 
-    python recipes/best_of_n.py --rewards refined=runs/pipeline/reward_model vanilla=runs/pipeline/reward_vanilla \\
+    python recipes/best_of_n_probe.py --rewards refined=runs/pipeline/reward_model vanilla=runs/pipeline/reward_vanilla \\
         --judge runs/pipeline/judge/model --output_dir runs/best_of_n
-    python recipes/best_of_n.py --config my_probe.yaml --ks 1 4 16 --num_harmful 64 --num_benign 64
+    python recipes/best_of_n_probe.py --config my_probe.yaml --ks 1 4 16 --num_harmful 64 --num_benign 64
 
 The policy samples max(ks) replies per held-out prompt once (seeded); every reward model (`name=folder`, an exported
 classifier) picks its highest-scoring reply among the first k, against a random pick and the judge's own pick (the
