@@ -1,7 +1,7 @@
 """Best-of-n probe: which reward model steers a policy's own sampled replies toward harmless ones?
 
-    python recipes/best_of_n_probe.py --rewards refined=runs/pipeline/reward_model vanilla=runs/pipeline/reward_vanilla \\
-        --judge runs/pipeline/judge/model --output_dir runs/best_of_n
+    python recipes/best_of_n_probe.py --rewards refined=runs/pipeline/reward_refined \\
+        vanilla=runs/pipeline/reward_vanilla --judge runs/pipeline/judge/model --output_dir runs/best_of_n
     python recipes/best_of_n_probe.py --config my_probe.yaml --ks 1 4 16 --num_harmful 64 --num_benign 64
 
 The policy samples max(ks) replies per held-out prompt once (seeded); every reward model (`name=folder`, an exported
@@ -14,13 +14,14 @@ scores again.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from refinement.cli import log_beside, named_folders, option, run_recipe, start_recipe
 
 start_recipe()  # before any Hugging Face library is imported
 
-from alignment.best_of_n import probe_report, run_probe
+from alignment.best_of_n import arm_table, run_probe
 from alignment.evaluate import SamplingConfig
 from alignment.prompts import prompt_set, sample_prompts
 from alignment.trl_api import TrlParser
@@ -57,7 +58,7 @@ def main(args: BestOfNConfig, sampling: SamplingConfig) -> dict:
                             sampling.seed)
     result = run_probe(args.policy, harmful, benign, rewards, args.judge, args.output_dir, ks=args.ks,
                        sampling=sampling, score_batch_size=args.score_batch_size, rescore=args.rescore)
-    print(probe_report(result))
+    print(f"{arm_table(result['outcomes'])}\nreport: {os.path.join(args.output_dir, 'probe.md')}")
     return result
 
 
