@@ -112,8 +112,8 @@ class Pipeline:
         probe = as_flags({"rewards": [f"refined={self.refined_dir}", f"vanilla={self.vanilla_dir}"],
                           "judge": str(self.judge_model), "output_dir": str(self.probe_dir), "policy": a.policy,
                           "harmful_prompts": a.eval_harmful_prompts, "benign_prompts": a.eval_benign_prompts,
-                          "prompt_split": a.eval_prompt_split, "num_harmful": a.eval_num_prompts,
-                          "num_benign": a.eval_num_prompts, "ks": a.probe_ks, "max_new_tokens": a.probe_max_new_tokens,
+                          "prompt_split": a.eval_prompt_split, "num_harmful": a.probe_num_prompts,
+                          "num_benign": a.probe_num_prompts, "ks": a.probe_ks, "max_new_tokens": a.probe_max_new_tokens,
                           "batch_size": a.probe_batch_size, "seed": a.seed})
         evaluate, export_stage = recipe_stage("evaluate_policy"), recipe_stage("export_reward_model")
         return [

@@ -46,6 +46,8 @@ class PipelineConfig:
     probe_ks: list[int] = field(default_factory=lambda: [1, 4], metadata={
         "help": "Best-of-n probe on the evaluation prompts: the starting policy samples max(k) replies per prompt; "
                 "each reward picks among the first k."})
+    probe_num_prompts: int | None = option(16, "Seeded sample of each evaluation prompt set the probe samples "
+                                           "replies for (None: all).")
     probe_max_new_tokens: int = option(32, "Sampled reply length of the best-of-n probe.")
     probe_batch_size: int = option(32, "Replies sampled per forward pass in the probe.")
     eval_overrides: dict | str | None = overrides_option("recipes/evaluate_policy.py (both evaluations)")

@@ -51,7 +51,7 @@ def setup(tmp_path_factory, feature_cache_dir):
     }
     argv = ["--config", str(REPO / "recipes" / "configs" / "pipeline" / "cpu_smollm2.yaml"),
             "--output_dir", str(base / "run"), "--policy", policy, "--eval_num_prompts", "2",
-            "--eval_max_new_tokens", "6", "--probe_max_new_tokens", "6",
+            "--eval_max_new_tokens", "6", "--probe_max_new_tokens", "6", "--probe_num_prompts", "2",
             *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v))]]
     return {"out": base / "run", "argv": argv, "policy": policy, "annotator": annotator}
 
