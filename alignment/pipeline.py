@@ -197,7 +197,8 @@ class Pipeline:
             "## Stages", "", timing, "", f"Stages took {total:.0f} s in all (summed over the runs that made them).", "",
             "## Labels and reward", "",
             f"- annotator (round-0 labels) on the test pairs: {quality_text(annotator)}",
-            f"- reward model `{self.reward_dir}` (round {reward.get('round')}) on the test pairs: "
+            f"- reward model `{self.reward_dir}` (round {reward.get('round')}, {reward.get('source')}) on the test "
+            "pairs: "
             f"{quality_text(reward)}",
             f"- evaluation judge `{self.judge_model}` on its test split: {quality_text(judge)}. It is trained on gold "
             "labels (on the embedded default: hand labels of SmolLM2's own replies, scored on categories it never "

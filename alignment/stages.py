@@ -128,9 +128,11 @@ def timing_table(rows: list[dict]) -> str:
 
 
 def selected_quality(summary: dict) -> dict:
-    """Test-split quality of the round a refinement run ships."""
-    selected = next(r for r in summary["rounds"] if r["round"] == summary["selected_round"])
-    return {"round": summary["selected_round"], **selected.get("quality", {}).get("test", {})}
+    """Test-split quality of the classifier a refinement run ships: a refined round's, or, when it ships round 0,
+    the vanilla PN classifier's (round 0's own entry rates the annotator's labels, not a classifier)."""
+    shipped = summary["shipped_metrics"]
+    return {"round": summary["selected_round"], "source": summary["shipped"],
+            **shipped.get("quality", {}).get("test", {})}
 
 
 def annotation_summary(run_dir: Path) -> dict:

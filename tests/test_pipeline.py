@@ -15,6 +15,7 @@ from tiny_models import JUDGE_TOKENS, build_tiny_llama
 from alignment.best_of_n import arm_table
 from alignment.demo import demo_path
 from alignment.evaluate import paired_table
+from alignment.stages import selected_quality
 
 pipeline = import_recipe("pipeline")
 
@@ -84,6 +85,7 @@ def test_pipeline_runs_every_stage_then_resumes_without_redoing_them(setup, caps
     # export: the shipped round as a reward model folder, checked on reload
     reward = read(out / "reward_model" / "config.json")
     assert reward["refinement_round"] == refine["selected_round"] and reward["license"] == "apache-2.0"
+    assert summary["reward_model"]["accuracy"] == refine["shipped_metrics"]["quality"]["test"]["accuracy"]
     assert reward["export_check"]["max_abs_logit_diff"] <= reward["export_check"]["tolerance"]
     # judge: gold-supervised (its round-0 labels are the gold labels themselves)
     judge = read(out / "judge" / "summary.json")
@@ -154,3 +156,13 @@ def test_pipeline_runs_every_stage_then_resumes_without_redoing_them(setup, caps
     summary = pipeline.main(parse([*setup["argv"], "--eval_max_new_tokens", "4"]))
     ran = {row["stage"] for row in summary["stages"] if row["this_run"] == "ran"}
     assert ran == {"eval_before", "ppo", "eval_after"}
+
+
+def test_the_reported_reward_quality_is_the_shipped_classifiers_even_when_it_is_the_vanilla_one():
+    """A run that ships round 0 ships the vanilla PN classifier; round 0's own entry rates the annotator's labels."""
+    summary = {"selected_round": 0, "shipped": "vanilla",
+               "rounds": [{"round": 0, "quality": {"test": {"accuracy": 0.618, "auc": 0.710}}},
+                          {"round": 1, "quality": {"test": {"accuracy": 0.655, "auc": 0.681}}}],
+               "shipped_metrics": {"round": 0, "vanilla": True, "quality": {"test": {"accuracy": 0.636, "auc": 0.740}}}}
+    assert selected_quality(summary) == {"round": 0, "source": "vanilla", "accuracy": 0.636, "auc": 0.740}
+
