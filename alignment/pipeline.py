@@ -54,12 +54,14 @@ VANILLA_FLAGS = ["--loss", "pn", "--num_rounds", "1", "--round_selection", "last
 
 
 def refine_on_annotation(annotated_run: Path):
-    """A refine stage body that starts from `annotated_run`'s annotation (same annotator and settings, so the
-    judgements are reused, not made again)."""
+    """A refine stage body that starts afresh from `annotated_run`'s annotation (same annotator and settings, so
+    the judgements are reused, not made again; a stage that runs again, e.g. after the annotation changed, never
+    reads an older copy). On the embedded default it is one frozen round of about a second, nothing worth resuming;
+    a killed fine-tuning run starts over here."""
     def run(argv: list[str]):
         output_dir = Path(argv[argv.index("--output_dir") + 1])
-        if not (output_dir / ANNOTATION_DIR).exists():
-            shutil.copytree(annotated_run / ANNOTATION_DIR, output_dir / ANNOTATION_DIR)
+        shutil.rmtree(output_dir, ignore_errors=True)
+        shutil.copytree(annotated_run / ANNOTATION_DIR, output_dir / ANNOTATION_DIR)
         return run_recipe_main("refine_classifier", argv)
     return run
 
