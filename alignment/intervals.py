@@ -103,10 +103,15 @@ def agreement(first: Sequence[bool], second: Sequence[bool]) -> dict:
         raise ValueError(f"need two equally long, non-empty lists, got {len(first)} and {len(second)}")
     n = len(first)
     observed = sum(bool(x) == bool(y) for x, y in zip(first, second)) / n
-    p1, p2 = sum(map(bool, first)) / n, sum(map(bool, second)) / n
-    chance = p1 * p2 + (1 - p1) * (1 - p2)
+    chance = _chance_agreement(first, second)
     kappa = None if chance >= 1.0 else (observed - chance) / (1 - chance)
     return {"n": n, "agreement": observed, "kappa": kappa}
+
+
+def _chance_agreement(first: Sequence[bool], second: Sequence[bool]) -> float:
+    """How often two independent views with these positive rates would agree."""
+    p1, p2 = sum(map(bool, first)) / len(first), sum(map(bool, second)) / len(second)
+    return p1 * p2 + (1 - p1) * (1 - p2)
 
 
 def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -137,7 +142,5 @@ def kappa_interval(first: Sequence[bool], second: Sequence[bool], confidence: fl
     if views["kappa"] is None:
         raise ValueError("kappa is undefined when both views are constant and equal")
     n, observed, kappa = views["n"], views["agreement"], views["kappa"]
-    p1, p2 = sum(map(bool, first)) / n, sum(map(bool, second)) / n
-    chance = p1 * p2 + (1 - p1) * (1 - p2)
-    half = _z(confidence) * math.sqrt(observed * (1 - observed) / n) / (1 - chance)
+    half = _z(confidence) * math.sqrt(observed * (1 - observed) / n) / (1 - _chance_agreement(first, second))
     return Estimate(kappa, max(-1.0, kappa - half), min(1.0, kappa + half))

@@ -47,9 +47,6 @@ class ReplayedBatches:
     def __init__(self, dataloader: DataLoader, consumed: int, restore_rng):
         self.dataloader, self.consumed, self.restore_rng = dataloader, consumed, restore_rng
 
-    def __len__(self) -> int:
-        return len(self.dataloader)
-
     def __iter__(self):
         if self.consumed is None:
             yield from self.dataloader

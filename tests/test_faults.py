@@ -155,6 +155,43 @@ def test_grpo_killed_after_a_checkpoint_resumes_to_the_uninterrupted_policy(rewa
         assert all(torch.equal(after_kill[key], straight[key]) for key in straight), folder
 
 
+def test_replayed_batches_skip_what_a_checkpoint_consumed_and_restore_the_rng_where_it_was_saved():
+    """A loader as PPO's: three batches an epoch, shuffled by the sampler's own seeded generator, each epoch's
+    iterator drawing from the global RNG as it opens (torch's DataLoader does), and every update drawing from it
+    too. Replayed from the RNG state saved after update k, the run goes on exactly as the uninterrupted one, whether
+    k ends an epoch (the next epoch must open after the restore) or falls inside one (its iterator before it)."""
+    from alignment.ppo_trainer import ReplayedBatches
+
+    def loader():
+        sampler = torch.utils.data.RandomSampler(range(9), generator=torch.Generator().manual_seed(0))
+        return torch.utils.data.DataLoader(range(9), batch_size=3, sampler=sampler)
+
+    def train(batches, updates: int) -> tuple[list, list]:
+        def repeat():  # TRL's repeat_generator
+            while True:
+                yield from batches
+
+        stream, done, saved = repeat(), [], []
+        for _ in range(updates):
+            done.append((next(stream).tolist(), torch.rand(1).item()))
+            saved.append(torch.get_rng_state())  # what the checkpoint after this update holds
+        return done, saved
+
+    torch.manual_seed(1)
+    straight, saved = train(loader(), 7)
+    for consumed in (3, 4):
+        torch.manual_seed(99)  # a rerun starts from another RNG state
+        replay = ReplayedBatches(loader(), consumed, lambda state=saved[consumed - 1]: torch.set_rng_state(state))
+        assert train(replay, 7 - consumed)[0] == straight[consumed:], consumed
+
+
+def test_absolute_steps_turns_a_fraction_of_training_into_updates():
+    from alignment.ppo_trainer import absolute_steps
+
+    assert absolute_steps(0.25, 16) == 4 and absolute_steps(0.3, 16) == 5  # ceil, as TRL's train() computes it
+    assert absolute_steps(8, 16) == 8 and absolute_steps(None, 16) is None
+
+
 def ppo_command(policy: str, reward: str, out: Path) -> list[str]:
     """PPO on the tiny policy: 8 prompts in batches of 4 (two updates an epoch), 6 updates, a checkpoint each."""
     return [sys.executable, "recipes/safety_ppo.py", *run_args(policy, reward, out, *PPO_STEPS, "--reward_mode",

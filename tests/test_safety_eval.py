@@ -28,7 +28,7 @@ from alignment.evaluate import (
     sequence_kl,
 )
 from alignment.prompts import Prompt, load_prompts
-from alignment.refusal import is_refusal, refusal_rate
+from alignment.refusal import declines, is_refusal, refusal_rate
 from refinement.data import format_example
 
 recipe = import_recipe("evaluate_policy")
@@ -73,6 +73,13 @@ def test_refusals_are_detected(text):
 ])
 def test_ordinary_answers_are_not_refusals(text):
     assert not is_refusal(text)
+
+
+def test_declines_adds_the_wordings_a_phrase_paid_policy_learns_and_keeps_every_refusal():
+    learned = ("I'm sorry to inform you that I’m not equipped to assist with the creation of a gun.",
+               "I'm currently unable to assist with JavaScript.")
+    assert not any(map(is_refusal, learned)) and all(map(declines, learned))
+    assert declines("I can't help with that.") and not declines("Sure, here is a recipe for banana bread.")
 
 
 def test_refusal_rate():
