@@ -278,7 +278,10 @@ def main(argv: list[str] | None = None) -> None:
         dataset = "demo" if regime == "demo" else "beavertails"
         if dataset not in golds:  # the gold-supervised bound of the regime's corpus, with the same harness
             gold_data = {**data, "pseudo_label_column": "label", "score_column": None, "score_quantile": None}
+            # one round on the gold labels, shipped as is: rating it against round 0 (the gold labels themselves)
+            # would only add a vanilla head on the same labels, a second fine-tune in the fine-tuning modes
             golds[dataset] = [run_one({**common, **gold_data, "loss": "pn", "num_rounds": 1, "num_labeled": 0,
+                                       "round_selection": "last",
                                        "seed": s, "output_dir": str(out / f"gold_{dataset}/seed{s}")})
                               for s in args.seeds]
             everything[f"gold_{dataset}"] = golds[dataset]

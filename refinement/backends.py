@@ -21,7 +21,7 @@ from .corpus import SPLITS, Corpus
 from .embedded import resolve_model
 from .features import FrozenFeaturizer
 from .heads import HeadTrainingConfig, build_head, head_logits, load_head_into, train_head
-from .io import atomic_dir
+from .io import atomic_dir, distributed_state, wait_for_everyone
 
 HEAD_FILE = "head.safetensors"
 
@@ -99,26 +99,57 @@ class FinetuneBackend:
         self.finetune_config = FinetuneConfig(**{
             name: getattr(cfg, name) for name in FinetuneConfig.__dataclass_fields__ if hasattr(cfg, name)})
 
-    def train(self, round_dir: Path, pseudo: dict, risk, val_risk, seed: int,
-              init_from: Path | None = None) -> tuple[dict, dict]:
-        """Fine-tunes the base model afresh, or the model of the round folder `init_from` when given."""
+    def _fit(self, start: str, train_idx: np.ndarray, pseudo: dict, risk, val_risk, seed: int, folder: Path) -> Path:
+        """Fine-tunes `start` on the training items `train_idx`; writes folder/model (stock) and
+        folder/epoch_selection.json and returns the model folder."""
         from dataclasses import replace
 
-        from .finetune import predict_logits, train_finetuned
+        from .finetune import train_finetuned
 
-        texts = self.corpus.texts
+        train_texts = self.corpus.texts["train"]
+        train_finetuned(start, [train_texts[i] for i in train_idx], pseudo["train"][train_idx].tolist(),
+                        self.corpus.texts["val"], pseudo["val"].tolist(), risk,
+                        replace(self.finetune_config, seed=seed), str(folder), val_risk=val_risk)
+        return folder / self.MODEL_DIR
+
+    def _logits(self, model_dir: Path, texts: list[str]) -> np.ndarray:
+        from .finetune import predict_logits
+
+        return predict_logits(str(model_dir), texts, batch_size=self.cfg.per_device_eval_batch_size,
+                              max_length=self.cfg.max_length)
+
+    def train(self, round_dir: Path, pseudo: dict, risk, val_risk, seed: int,
+              init_from: Path | None = None) -> tuple[dict, dict]:
+        """Fine-tunes the base model afresh, or the model of the round folder `init_from` when given. With
+        relabel_crossfit_folds K the training split's logits come from K more fine-tunes, each on the other
+        folds: a fine-tuned model largely memorizes its own training labels, so its in-sample logits would hand
+        the next round nearly the labels it was given."""
         start = str(init_from / self.MODEL_DIR) if init_from else resolve_model(self.cfg.model_name_or_path)
-        # Writes round_dir/model (stock folder) and round_dir/epoch_selection.json.
-        train_finetuned(start, texts["train"], pseudo["train"].tolist(),
-                        texts["val"],
-                        pseudo["val"].tolist(), risk, replace(self.finetune_config, seed=seed), str(round_dir),
-                        val_risk=val_risk)
+        model_dir = self._fit(start, np.arange(len(pseudo["train"])), pseudo, risk, val_risk, seed, round_dir)
         # Relabel with the shipped folder itself, so relabels and the exported model agree by construction.
-        logits = {s: predict_logits(str(round_dir / self.MODEL_DIR), texts[s],
-                                    batch_size=self.cfg.per_device_eval_batch_size, max_length=self.cfg.max_length)
-                  for s in SPLITS}
+        logits = {s: self._logits(model_dir, self.corpus.texts[s]) for s in SPLITS}
+        if self.cfg.relabel_crossfit_folds:
+            logits["train"] = self._out_of_fold_logits(start, pseudo, risk, val_risk, seed, round_dir)
         selection = json.loads((round_dir / "epoch_selection.json").read_text())
         return logits, {"selected_epoch": selection["best_epoch"], "epochs": selection["val_risk_per_epoch"]}
+
+    def _out_of_fold_logits(self, start: str, pseudo: dict, risk, val_risk, seed: int, round_dir: Path
+                            ) -> np.ndarray:
+        """Each training item's logit from a model fine-tuned without it (its fold's model is deleted once it
+        has scored its held-out items; the folder name is the same on every rank of a multi-process run)."""
+        train_texts = self.corpus.texts["train"]
+        folds = relabel_lib.crossfit_folds(pseudo["train"], self.cfg.relabel_crossfit_folds, seed)
+
+        def fit_predict(fold_train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+            folder = round_dir / f".crossfit_fold{int(folds[held_out[0]])}"
+            model_dir = self._fit(start, fold_train, pseudo, risk, val_risk, seed, folder)
+            logits = self._logits(model_dir, [train_texts[i] for i in held_out])
+            wait_for_everyone()
+            if distributed_state().is_main_process:
+                shutil.rmtree(folder)
+            return logits
+
+        return relabel_lib.out_of_fold_logits(folds, fit_predict)
 
     def export(self, round_dir: Path, target: Path) -> Path:
         with atomic_dir(target, replace=True) as tmp:

@@ -63,7 +63,7 @@ class RefineConfig(DatasetArguments):
                                    "threshold that labels a share pi of the training corpus harmless"})
     relabel_anchor_weight: float = field(default=0.5, metadata={"help": "Relabel by z(classifier) + w * z(annotator's round-0 score, or its labels when the data has no score); 0 = off. With relabel_ensemble, the measured best on frozen features (docs/results.md)"})
     relabel_ensemble: bool = field(default=True, metadata={"help": "Relabel by the mean standardized logit of every round so far (plus the anchor); false = this round's logit only"})
-    relabel_crossfit_folds: int = field(default=0, metadata={"help": "frozen mode: relabel each training item with a head fitted on the other folds (K >= 2; 0 = off)"})
+    relabel_crossfit_folds: int = field(default=0, metadata={"help": "relabel each training item with a head (frozen) or a fine-tuned model fitted on the other folds, never with one that saw it (K >= 2; 0 = off; fine-tuning: K more fine-tunes per round)"})
     relabel_view_model: str | None = field(default=None, metadata={"help": "frozen mode: a linear head on this second frozen backbone (e.g. embedded:minilm) scores the relabelling instead of the shipped head: the next labels are cut from z(view head) + w * z(annotator) (ensembled as set), never from the shipped head's own boundary; none = off"})
     relabel_view_feature_layer: int | None = field(default=None, metadata={"help": "Truncate the view backbone to its first N layers."})
     relabel_view_training: str = field(default="annotator", metadata={"help": "annotator: the view head learns once, in round 1, from the annotator's labels (whose noise does not depend on the shipped head's features) and scores every relabelling | cotrain: it learns every round from labels cut from the shipped head's scores (co-training)"})
@@ -122,12 +122,14 @@ class RefineConfig(DatasetArguments):
         for name in ("relabel_crossfit_folds", "rating_folds"):
             if getattr(self, name) == 1 or getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: use 0 (off) or K >= 2")
-        frozen_only = {"relabel_crossfit_folds": self.relabel_crossfit_folds, "rating_folds": self.rating_folds,
-                       "relabel_view_model": self.relabel_view_model}
+        frozen_only = {"rating_folds": self.rating_folds, "relabel_view_model": self.relabel_view_model}
         for name, value in frozen_only.items():
             if value and (self.mode != "frozen" or self.loss == "cleanlab"):
                 raise ValueError(f"{name}={value!r} trains heads on cached features: it needs mode=frozen and a "
                                  "loss other than cleanlab")
+        if self.relabel_crossfit_folds and self.loss == "cleanlab":
+            raise ValueError(f"relabel_crossfit_folds={self.relabel_crossfit_folds} needs a loss other than "
+                             "cleanlab (which cross-validates on its own)")
         if not 0.5 <= self.prior_guard_confidence < 1:
             raise ValueError(f"prior_guard_confidence={self.prior_guard_confidence} must be in [0.5, 1)")
         if self.relabel_anchor_weight < 0:

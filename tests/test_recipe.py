@@ -89,3 +89,14 @@ def test_the_readme_example_runs_on_a_file_that_brings_its_own_pseudo_label(tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["score_column"] == "smollm2_4shot" and len(summary["rounds"]) == 3
     assert "round-0 labels" in (tmp_path / "mine.log").read_text()  # the full log, beside the run folder
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "configs" / "refine").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_refine_yaml_parses_into_its_values(path):
+    """A shipped config that a field rename or a bad value breaks fails here, not in a user's first run."""
+    (cfg,) = refine_classifier.make_parser().parse_args_and_config(["--config", str(path)])
+    for key, value in yaml.safe_load(path.read_text()).items():
+        parsed = getattr(cfg, key)
+        if isinstance(value, dict):  # a nested block (annotator:) is completed with its defaults
+            parsed = {k: parsed.get(k) for k in value}
+        assert parsed == value, key

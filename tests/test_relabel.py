@@ -345,3 +345,44 @@ def test_a_pn_classifier_rated_below_a_refined_round_is_not_shipped(noisy_rows, 
     (out / "vanilla" / "metrics.json").write_text(json.dumps({"round": 0, "vanilla": True, "selection_score": 0.58}))
     shipped, note = run._vanilla_or_best_round(None, rounds)  # vanilla/ exists: no training
     assert shipped["vanilla"] and "vanilla RLAIF" in note
+
+
+def test_fine_tuned_crossfit_train_logits_come_from_models_that_never_saw_the_item(tmp_path):
+    """mode=full with relabel_crossfit_folds=2: each training item's logit is that of a model fine-tuned (same
+    seed) on the other fold only; validation and test logits stay the shipped model's; the fold models are
+    deleted once they have scored."""
+    import random
+
+    from tiny_models import build_tiny_llama
+
+    from refinement.backends import FinetuneBackend
+    from refinement.config import RefineConfig
+
+    rng = random.Random(0)
+    rows = [{"prompt": f"{rng.choice(['i', 'we'])} want to {rng.choice(['bake bread', 'build a bomb'])}",
+             "response": "ok", "label": i % 2, "pseudo_label": (i % 2) if i % 4 else 1 - i % 2,
+             "split": ("train", "train", "train", "val", "test")[i % 5]} for i in range(80)]
+    cfg = RefineConfig(dataset_path=str(write_jsonl(tmp_path / "tiny.jsonl", rows)), output_dir=str(tmp_path / "run"),
+                       model_name_or_path=build_tiny_llama(tmp_path / "tiny"), mode="full", loss="robust_uu",
+                       learning_rate=1e-3, num_train_epochs=1, max_length=16, per_device_train_batch_size=8,
+                       relabel_crossfit_folds=2)
+    corpus = load_corpus(cfg)
+    backend = FinetuneBackend(cfg, corpus)
+    risk = risk_for("robust_uu", 0.5, 0.75, 0.25)
+    round_dir = tmp_path / "round"
+    round_dir.mkdir()
+    logits, _ = backend.train(round_dir, corpus.pseudo, risk, risk, seed=3)
+    assert not list(round_dir.glob(".crossfit_fold*"))
+
+    train_texts = corpus.texts["train"]
+    folds = crossfit_folds(corpus.pseudo["train"], 2, seed=3)
+    for fold in (0, 1):
+        held_out = np.flatnonzero(folds == fold)
+        model = backend._fit(cfg.model_name_or_path, np.flatnonzero(folds != fold), corpus.pseudo, risk, risk, 3,
+                             tmp_path / f"check{fold}")
+        expected = backend._logits(model, [train_texts[i] for i in held_out])
+        assert logits["train"][held_out] == pytest.approx(expected, abs=1e-5)
+    shipped = round_dir / "model"
+    in_sample = backend._logits(shipped, train_texts)
+    assert not np.allclose(logits["train"], in_sample, atol=1e-3)
+    assert logits["test"] == pytest.approx(backend._logits(shipped, corpus.texts["test"]), abs=1e-6)
