@@ -3,6 +3,7 @@ and each switch in a real run (frozen MiniLM on BeaverTails rows with simulated 
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -110,6 +111,16 @@ def test_out_of_fold_logits_never_score_an_item_with_a_model_that_saw_it():
 # ------------------------------------------------------------------------------------- the frozen backend
 
 
+def assert_scored_out_of_fold(train_logits, pseudo, seed, refit_and_score, tolerance):
+    """Every training item's logit equals that of a model refitted (same seed) on the other of 2 folds:
+    refit_and_score(fold_train_indices, held_out_indices) -> the held-out items' logits."""
+    folds = crossfit_folds(pseudo, 2, seed=seed)
+    for fold in (0, 1):
+        held_out = np.flatnonzero(folds == fold)
+        expected = refit_and_score(np.flatnonzero(folds != fold), held_out)
+        assert train_logits[held_out] == pytest.approx(expected, abs=tolerance)
+
+
 def test_frozen_crossfit_train_logits_come_from_heads_that_never_saw_the_item(noisy_data, make_config, tmp_path):
     cfg = make_config(noisy_data, tmp_path / "run", relabel_crossfit_folds=2)
     corpus = load_corpus(cfg)
@@ -118,12 +129,12 @@ def test_frozen_crossfit_train_logits_come_from_heads_that_never_saw_the_item(no
     round_dir = tmp_path / "round"
     round_dir.mkdir()
     logits, _ = backend.train(round_dir, corpus.pseudo, risk, risk, seed=3)
-    folds = crossfit_folds(corpus.pseudo["train"], 2, seed=3)
-    for fold in (0, 1):
-        held_out = np.flatnonzero(folds == fold)
-        head, _ = backend.fit(np.flatnonzero(folds != fold), corpus.pseudo, risk, risk, 3)
-        assert logits["train"][held_out] == pytest.approx(head_logits(head, backend.features["train"][held_out]),
-                                                          abs=1e-6)
+
+    def refit_and_score(fold_train, held_out):
+        head, _ = backend.fit(fold_train, corpus.pseudo, risk, risk, 3)
+        return head_logits(head, backend.features["train"][held_out])
+
+    assert_scored_out_of_fold(logits["train"], corpus.pseudo["train"], 3, refit_and_score, tolerance=1e-6)
     full, _ = backend.fit(np.arange(len(corpus.pseudo["train"])), corpus.pseudo, risk, risk, 3)
     assert not np.allclose(logits["train"], head_logits(full, backend.features["train"]), atol=1e-3)
     assert logits["test"] == pytest.approx(head_logits(full, backend.features["test"]), abs=1e-6)
@@ -300,19 +311,23 @@ def test_a_run_whose_sample_rates_the_annotator_best_ships_the_vanilla_classifie
     assert "vanilla RLAIF" in (exported / "README.md").read_text()
 
 
+def tiny_rows() -> list[dict]:
+    """80 one-line requests for a tiny fine-tuned model: label 1 for baking bread, 0 for a bomb; every 4th
+    pseudo-label flipped."""
+    rng = random.Random(0)
+    return [{"prompt": f"{rng.choice(['i', 'we'])} want to {rng.choice(['bake bread', 'build a bomb'])}",
+             "response": "ok", "label": i % 2, "pseudo_label": (i % 2) if i % 4 else 1 - i % 2,
+             "split": ("train", "train", "train", "val", "test")[i % 5]} for i in range(80)]
+
+
 def test_a_fine_tuned_round_starts_from_the_base_model_unless_told_to_continue(tmp_path):
     """With a learning rate of 0 a round's model is exactly where it started: continuing from round 1 gives round
     2 round 1's logits, while a fresh start draws a new classification head (another seed), so they differ."""
-    import random
-
     from tiny_models import build_tiny_llama
 
     from refinement.config import RefineConfig
 
-    rng = random.Random(0)
-    rows = [{"prompt": f"{rng.choice(['i', 'we'])} want to {rng.choice(['bake bread', 'build a bomb'])}",
-             "response": "ok", "label": i % 2, "pseudo_label": (i % 2) if i % 4 else 1 - i % 2,
-             "split": ("train", "train", "train", "val", "test")[i % 5]} for i in range(80)]
+    rows = tiny_rows()
     data = write_jsonl(tmp_path / "tiny.jsonl", rows)
     base = build_tiny_llama(tmp_path / "tiny")
     logits = {}
@@ -351,17 +366,12 @@ def test_fine_tuned_crossfit_train_logits_come_from_models_that_never_saw_the_it
     """mode=full with relabel_crossfit_folds=2: each training item's logit is that of a model fine-tuned (same
     seed) on the other fold only; validation and test logits stay the shipped model's; the fold models are
     deleted once they have scored."""
-    import random
-
     from tiny_models import build_tiny_llama
 
     from refinement.backends import FinetuneBackend
     from refinement.config import RefineConfig
 
-    rng = random.Random(0)
-    rows = [{"prompt": f"{rng.choice(['i', 'we'])} want to {rng.choice(['bake bread', 'build a bomb'])}",
-             "response": "ok", "label": i % 2, "pseudo_label": (i % 2) if i % 4 else 1 - i % 2,
-             "split": ("train", "train", "train", "val", "test")[i % 5]} for i in range(80)]
+    rows = tiny_rows()
     cfg = RefineConfig(dataset_path=str(write_jsonl(tmp_path / "tiny.jsonl", rows)), output_dir=str(tmp_path / "run"),
                        model_name_or_path=build_tiny_llama(tmp_path / "tiny"), mode="full", loss="robust_uu",
                        learning_rate=1e-3, num_train_epochs=1, max_length=16, per_device_train_batch_size=8,
@@ -375,13 +385,13 @@ def test_fine_tuned_crossfit_train_logits_come_from_models_that_never_saw_the_it
     assert not list(round_dir.glob(".crossfit_fold*"))
 
     train_texts = corpus.texts["train"]
-    folds = crossfit_folds(corpus.pseudo["train"], 2, seed=3)
-    for fold in (0, 1):
-        held_out = np.flatnonzero(folds == fold)
-        model = backend._fit(cfg.model_name_or_path, np.flatnonzero(folds != fold), corpus.pseudo, risk, risk, 3,
-                             tmp_path / f"check{fold}")
-        expected = backend._logits(model, [train_texts[i] for i in held_out])
-        assert logits["train"][held_out] == pytest.approx(expected, abs=1e-5)
+
+    def refit_and_score(fold_train, held_out):
+        model = backend._fit(cfg.model_name_or_path, fold_train, corpus.pseudo, risk, risk, 3,
+                             tmp_path / f"check{len(held_out)}_{held_out[0]}")
+        return backend._logits(model, [train_texts[i] for i in held_out])
+
+    assert_scored_out_of_fold(logits["train"], corpus.pseudo["train"], 3, refit_and_score, tolerance=1e-5)
     shipped = round_dir / "model"
     in_sample = backend._logits(shipped, train_texts)
     assert not np.allclose(logits["train"], in_sample, atol=1e-3)
