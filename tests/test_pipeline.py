@@ -165,4 +165,3 @@ def test_the_reported_reward_quality_is_the_shipped_classifiers_even_when_it_is_
                           {"round": 1, "quality": {"test": {"accuracy": 0.655, "auc": 0.681}}}],
                "shipped_metrics": {"round": 0, "vanilla": True, "quality": {"test": {"accuracy": 0.636, "auc": 0.740}}}}
     assert selected_quality(summary) == {"round": 0, "source": "vanilla", "accuracy": 0.636, "auc": 0.740}
-
