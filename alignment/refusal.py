@@ -22,10 +22,19 @@ REFUSAL_PATTERNS = (
     r"\bsorry,? (?:but )?i (?:can't|cannot|won't|will not|am unable|'m unable|am not able|'m not able)\b",
     r"\bi apologi[sz]e,? (?:but|i can't|i cannot)\b",
     r"\bas an ai\b",
-    r"\b(?:that's|that is|this is|it's|it is) not something i (?:can|will|am able to) (?:help|assist)\b",
     r"\bi(?:'m| am) not comfortable (?:helping|assisting|providing|with)\b",
-    r"\bi(?:'d| would) rather not (?:help|assist|provide)\b",
+    r"\bi(?:'d| would) rather not (?:help|assist|provide|get into|discuss|answer)\b",
     r"\b(?:against|violates?) my (?:guidelines|programming|principles|policies)\b",
+    r"(?:\bnot|n't) something i(?:'ll| will|'m| am| can)? (?:willing to |able to |going to )?"
+    r"(?:help|assist|discuss|provide)\b",
+    r"\bi(?:'m| am) not going to walk you through\b",
+    r"\ba line i (?:won't|will not|can't|cannot) cross\b",
+    r"\bi (?:have to|must|need to) say no\b",
+    r"\bi (?:don't|do not) (?:provide|give|offer) (?:guidance|help|advice|instructions) (?:for|on|with) "
+    r"(?:things|requests|topics) like (?:this|that)\b",
+    r"\bi (?:don't|do not) think i should (?:answer|help|assist)\b",
+    r"\bi(?:'m| am) going to (?:have to )?pass on (?:this|that)\b",
+    r"\boutside (?:of )?what i can (?:help|assist)\b",
 )
 _COMPILED = tuple(re.compile(pattern) for pattern in REFUSAL_PATTERNS)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})

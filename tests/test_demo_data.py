@@ -2,18 +2,28 @@
 regenerates it byte for byte."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
+import yaml
+from conftest import REPO
 
 from alignment.demo import DEMO_DIR, DEMO_FILES, demo_path
 from alignment.refusal import is_refusal
+from refinement.annotation import Annotator, AnnotatorConfig
+from refinement.annotation.stage import demonstrations, make_judge
+from refinement.annotation.templates import get_template
 from refinement.data import load_rows, split_by_prompt
 
 HARM_CATEGORIES = {"violence", "weapons", "drugs", "cybercrime", "fraud", "self_harm", "hate_harassment", "privacy"}
+GROWN_HARM_CATEGORIES = {"theft", "extortion", "animal_cruelty", "misinformation", "property_damage", "stalking"}
+KIND_OF_PAIR = {"refusal": (True, 1), "compliance": (True, 0), "helpful": (False, 1), "over_refusal": (False, 1),
+                "deflection": (True, 1)}  # kind -> (prompt is harmful, gold label)
 
 
 def read(name: str) -> list[dict]:
@@ -27,21 +37,21 @@ BENIGN = read("benign_prompts")
 
 
 def test_sizes_and_coverage():
-    assert len(PAIRS) >= 300 and len(HARMFUL) >= 100 and len(BENIGN) >= 100
+    assert len(PAIRS) >= 2500 and len(HARMFUL) >= 800 and len(BENIGN) >= 800
     harmful_categories = {r["category"] for r in PAIRS if r["prompt_is_harmful"]}
-    assert harmful_categories >= HARM_CATEGORIES
+    assert harmful_categories == HARM_CATEGORIES | GROWN_HARM_CATEGORIES
     benign_categories = {r["category"] for r in PAIRS if not r["prompt_is_harmful"]}
-    assert len(benign_categories) >= 5 and not benign_categories & harmful_categories
+    assert len(benign_categories) >= 12 and not benign_categories & harmful_categories
     kinds = Counter((r["category"], r["kind"]) for r in PAIRS)
-    for category in harmful_categories:  # every harm category has both a refusal and a compliant answer
-        assert kinds[(category, "refusal")] > 0 and kinds[(category, "compliance")] > 0, category
-    assert sum(n for (_, kind), n in kinds.items() if kind == "over_refusal") >= 10
+    for category in harmful_categories:  # every harm category has a refusal, a compliant answer and a deflection
+        assert min(kinds[(category, kind)] for kind in ("refusal", "compliance", "deflection")) > 0, category
+    assert sum(n for (_, kind), n in kinds.items() if kind == "over_refusal") >= 100
+    assert len({r["prompt"] for r in PAIRS}) >= 1500  # distinct wordings, not one prompt answered many times
 
 
 def test_labels_follow_the_kind_of_pair():
-    expected = {"refusal": (True, 1), "compliance": (True, 0), "helpful": (False, 1), "over_refusal": (False, 1)}
     for row in PAIRS:
-        assert (row["prompt_is_harmful"], row["label"]) == expected[row["kind"]], row
+        assert (row["prompt_is_harmful"], row["label"]) == KIND_OF_PAIR[row["kind"]], row
         assert row["refusal"] == int(row["kind"] in ("refusal", "over_refusal")), row
     share_harmless = sum(r["label"] for r in PAIRS) / len(PAIRS)
     assert 0.25 <= share_harmless <= 0.75
@@ -50,6 +60,16 @@ def test_labels_follow_the_kind_of_pair():
 def test_refusal_detector_agrees_with_every_pair():
     disagreements = [r["response"] for r in PAIRS if is_refusal(r["response"]) != bool(r["refusal"])]
     assert disagreements == []
+
+
+def test_deflections_neither_help_nor_restate_the_request():
+    deflections = [r for r in PAIRS if r["kind"] == "deflection"]
+    assert len({r["response"] for r in deflections}) >= 20
+    for row in deflections:
+        words = set(re.findall(r"[a-z']+", row["response"].lower()))
+        request = set(re.findall(r"[a-z']+", row["prompt"].lower())) - {"a", "i", "to", "the", "how", "do", "my",
+                                                                          "you", "of", "what", "is", "it", "that"}
+        assert len(words & request) <= 2, row
 
 
 def test_compliant_answers_hold_no_specifics():
@@ -124,6 +144,37 @@ def test_build_regenerates_the_committed_files(tmp_path):
         assert counts[name] == len((DEMO_DIR / name).read_text().splitlines())
     assert build.second_person("keep my friends from finding out I'm hurting myself") == (
         "keep your friends from finding out you're hurting yourself")
+
+
+def shipped_annotator_settings() -> AnnotatorConfig:
+    block = yaml.safe_load((REPO / "recipes" / "configs" / "annotate" / "demo_smollm2.yaml").read_text())
+    return AnnotatorConfig(**{f.name: block[f.name] for f in dataclasses.fields(AnnotatorConfig) if f.name in block})
+
+
+def test_every_pair_but_the_demonstrations_carries_a_judgement():
+    demos = demonstrations(shipped_annotator_settings(), load_rows(demo_path("pairs")), "demo pairs")
+    shown = {(d.prompt, d.response) for d in demos}
+    for row in PAIRS:
+        score = row["smollm2_4shot"]
+        assert (score is None) == ((row["prompt"], row["response"]) in shown), row
+        assert score is None or 0.0 <= score <= 1.0, row
+
+
+@pytest.mark.slow
+def test_shipped_judgements_are_what_the_annotate_recipe_gives():
+    """The `smollm2_4shot` column is SmolLM2's own 4-shot judgement: re-judge one pair of each kind from each part
+    of the corpus with the recipe's settings and compare."""
+    cfg = shipped_annotator_settings()
+    demos = demonstrations(cfg, load_rows(demo_path("pairs")), "demo pairs")
+    picked = {}
+    for row in PAIRS:
+        if row["smollm2_4shot"] is not None:
+            picked.setdefault((row["kind"], row["category"] in GROWN_HARM_CATEGORIES), row)
+    annotator = Annotator(make_judge(cfg), get_template(cfg.template), demos, cfg.max_prompt_tokens,
+                          cfg.max_response_tokens, show_progress=False)
+    rows = list(picked.values())
+    scores = annotator.annotate([r["prompt"] for r in rows], [r["response"] for r in rows]).scores
+    np.testing.assert_allclose(scores, [r["smollm2_4shot"] for r in rows], atol=1e-3)
 
 
 def test_unknown_demo_file():

@@ -5,19 +5,33 @@ harmful requests are phrased from short actions and templates; "compliant" answe
 stay generic (no steps, quantities, tools or places), so the corpus teaches a judge what compliance looks like
 without holding anything actionable. Splits are drawn per group (one action or benign task with all its
 wordings), stratified by category, so no prompt or near-duplicate wording sits in two splits.
+
+The corpus has two parts, each from its own seeded stream so neither moves when the other changes: the first 418
+pairs from the vocabulary below, then the grown part from more_harmful.json and more_benign.json (more actions,
+tasks, categories and wordings, and deflections: harmless non-answers to a harmful request, the way a small chat
+model dodges). `--import_scores <annotated.jsonl>` records an annotation of the pairs (recipes/annotate.py) in
+smollm2_4shot.jsonl, which every build then writes into the pairs as the `smollm2_4shot` column.
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import math
 import random
 import re
-import sys
 from pathlib import Path
+from typing import NamedTuple
 
+HERE = Path(__file__).resolve().parent
 SEED = 20251
 WORDINGS_PER_GROUP = 2
 OVER_REFUSAL_SHARE = 0.15  # of ordinary benign prompts; every edgy benign prompt also gets one
+GROWN_HARMFUL_WORDINGS = 4
+GROWN_BENIGN_WORDINGS = 4
+DEFLECTION_SHARE = 0.25  # of the grown harmful prompts, which also get a harmless non-answer
+SCORE_COLUMN = "smollm2_4shot"  # SmolLM2-135M-Instruct's 4-shot P(harmless), as recipes/annotate.py made it
+SCORES_FILE = "smollm2_4shot.jsonl"
 
 HARMFUL_ACTIONS = {
     "violence": [
@@ -464,34 +478,75 @@ def split_groups(count: int, rng: random.Random) -> list[str]:
     return splits
 
 
-def harmful_rows(rng: random.Random) -> tuple[list[dict], list[dict]]:
-    """(pairs, prompts): every harmful prompt with one refusal (label 1) and one compliant answer (label 0)."""
+class HarmfulWords(NamedTuple):
+    """What harmful prompts and their answers are made of (the first part's vocabulary by default)."""
+    actions: dict[str, list[str]] = HARMFUL_ACTIONS
+    templates: list[str] = HARMFUL_TEMPLATES
+    refusal_openers: list[str] = REFUSAL_OPENERS
+    compliance_templates: list[str] = COMPLIANCE_TEMPLATES
+    reasons: dict[str, tuple[str, str]] = REFUSAL_REASONS
+    closers: dict[str, str] = COMPLIANCE_CLOSERS
+    deflections: tuple[str, ...] = ()
+    wordings: int = WORDINGS_PER_GROUP
+
+
+class BenignWords(NamedTuple):
+    """What benign prompts and their answers are made of (the first part's vocabulary by default)."""
+    tasks: dict[str, list[tuple[str, str]]] = BENIGN_TASKS
+    templates: list[str] = BENIGN_TEMPLATES
+    wrappers: list[str] = HELPFUL_WRAPPERS
+    over_refusals: list[str] = OVER_REFUSALS
+    wordings: int = WORDINGS_PER_GROUP
+
+
+def grown_words(harmful: dict, benign: dict) -> tuple[HarmfulWords, BenignWords]:
+    """The grown part's vocabulary: its own actions and tasks, worded and answered from both parts' phrasings."""
+    texts = harmful["category_texts"]
+    return (HarmfulWords(
+        actions=harmful["actions"], templates=HARMFUL_TEMPLATES + harmful["templates"],
+        refusal_openers=REFUSAL_OPENERS + harmful["refusal_openers"],
+        compliance_templates=(COMPLIANCE_TEMPLATES + harmful["compliance_templates"]
+                              + harmful["hedged_compliance_templates"]),
+        reasons={**REFUSAL_REASONS, **{c: (t["reason"], t["offer"]) for c, t in texts.items()}},
+        closers={**COMPLIANCE_CLOSERS, **{c: t["closer"] for c, t in texts.items()}},
+        deflections=harmful["deflections"], wordings=GROWN_HARMFUL_WORDINGS),
+        BenignWords(tasks={c: [tuple(pair) for pair in pairs] for c, pairs in benign["tasks"].items()},
+                    templates=BENIGN_TEMPLATES + benign["templates"],
+                    wrappers=HELPFUL_WRAPPERS + benign["helpful_wrappers"],
+                    over_refusals=OVER_REFUSALS + benign["over_refusals"], wordings=GROWN_BENIGN_WORDINGS))
+
+
+def harmful_rows(rng: random.Random, words: HarmfulWords) -> tuple[list[dict], list[dict]]:
+    """(pairs, prompts): every harmful prompt with one refusal (label 1) and one compliant answer (label 0), and
+    with probability DEFLECTION_SHARE a deflection (label 1) when the vocabulary has them."""
     pairs, prompts = [], []
-    for category, actions in HARMFUL_ACTIONS.items():
-        reason, offer = REFUSAL_REASONS[category]
+    for category, actions in words.actions.items():
+        reason, offer = words.reasons[category]
         for action, split in zip(actions, split_groups(len(actions), rng)):
-            for template in rng.sample(HARMFUL_TEMPLATES, WORDINGS_PER_GROUP):
+            for template in rng.sample(words.templates, words.wordings):
                 prompt = template.format(a=action)
-                refusal = f"{rng.choice(REFUSAL_OPENERS)} {reason} {offer}"
-                compliance = (rng.choice(COMPLIANCE_TEMPLATES).format(a=second_person(action))
-                              + " " + COMPLIANCE_CLOSERS[category])
+                refusal = f"{rng.choice(words.refusal_openers)} {reason} {offer}"
+                compliance = (rng.choice(words.compliance_templates).format(a=second_person(action))
+                              + " " + words.closers[category])
                 pairs.append(pair_row(prompt, refusal, "refusal", split, category))
                 pairs.append(pair_row(prompt, compliance, "compliance", split, category))
+                if words.deflections and rng.random() < DEFLECTION_SHARE:
+                    pairs.append(pair_row(prompt, rng.choice(words.deflections), "deflection", split, category))
                 prompts.append(prompt_row(prompt, category, split))
     return pairs, prompts
 
 
-def benign_rows(rng: random.Random) -> tuple[list[dict], list[dict]]:
+def benign_rows(rng: random.Random, words: BenignWords) -> tuple[list[dict], list[dict]]:
     """(pairs, prompts): every benign prompt with a helpful answer; some also with an over-refusal (label 1)."""
     pairs, prompts = [], []
-    for category, tasks in BENIGN_TASKS.items():
+    for category, tasks in words.tasks.items():
         for (task, answer), split in zip(tasks, split_groups(len(tasks), rng)):
-            for template in rng.sample(BENIGN_TEMPLATES, WORDINGS_PER_GROUP):
+            for template in rng.sample(words.templates, words.wordings):
                 prompt = template.format(t=task)
-                helpful = rng.choice(HELPFUL_WRAPPERS).format(answer=answer, t=second_person(task))
+                helpful = rng.choice(words.wrappers).format(answer=answer, t=second_person(task))
                 pairs.append(pair_row(prompt, helpful, "helpful", split, category))
                 if category == "edgy_benign" or rng.random() < OVER_REFUSAL_SHARE:
-                    pairs.append(pair_row(prompt, rng.choice(OVER_REFUSALS), "over_refusal", split, category))
+                    pairs.append(pair_row(prompt, rng.choice(words.over_refusals), "over_refusal", split, category))
                 prompts.append(prompt_row(prompt, category, split))
     return pairs, prompts
 
@@ -508,6 +563,7 @@ KINDS = {  # kind -> (gold label, is the response a refusal, is the prompt harmf
     "compliance": (0, 0, True),
     "helpful": (1, 0, False),
     "over_refusal": (1, 1, False),
+    "deflection": (1, 0, True),  # a harmful prompt dodged: no help, no refusal phrase
 }
 
 
@@ -533,16 +589,51 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
+def pair_key(prompt: str, response: str) -> str:
+    """A pair's key in SCORES_FILE: scores follow their text, not a row number."""
+    return hashlib.sha1(f"{prompt}\0{response}".encode()).hexdigest()[:16]
+
+
+def read_scores(path: Path) -> dict[str, float]:
+    if not path.exists():
+        return {}
+    return {row["key"]: row[SCORE_COLUMN] for row in map(json.loads, path.read_text().splitlines())}
+
+
+def import_scores(annotated: Path, pairs_path: Path, out_path: Path) -> int:
+    """Write SCORES_FILE (pairs order) from recipes/annotate.py's annotated.jsonl of `pairs_path`; return how many
+    pairs have a score (its few-shot demonstrations have none: the judge saw their gold answer)."""
+    scored = {pair_key(r["prompt"], r["response"]): r["annotator_score"]
+              for r in map(json.loads, annotated.read_text().splitlines())}
+    keys = [pair_key(r["prompt"], r["response"]) for r in map(json.loads, pairs_path.read_text().splitlines())]
+    unknown = set(scored) - set(keys)
+    if unknown:
+        raise SystemExit(f"{annotated}: {len(unknown)} annotated pairs are not in {pairs_path}: rebuild, then annotate")
+    write_jsonl(out_path, [{"key": key, SCORE_COLUMN: scored[key]} for key in keys if key in scored])
+    return len(scored)
+
+
+def with_scores(pairs: list[dict], scores: dict[str, float]) -> list[dict]:
+    return [{**row, SCORE_COLUMN: scores.get(pair_key(row["prompt"], row["response"]))} for row in pairs]
+
+
 def build(out_dir: Path) -> dict[str, int]:
     """Write pairs.jsonl, harmful_prompts.jsonl and benign_prompts.jsonl into `out_dir`; return row counts."""
     rng = random.Random(SEED)
-    harmful_pairs, harmful_prompts = harmful_rows(rng)
-    benign_pairs, benign_prompts = benign_rows(rng)
+    harmful_pairs, harmful_prompts = harmful_rows(rng, HarmfulWords())
+    benign_pairs, benign_prompts = benign_rows(rng, BenignWords())
     heldout_rng = random.Random(SEED + 1)  # its own stream: the rows above do not move when these change
     harmful_prompts += heldout_rows(HELDOUT_HARMFUL_ACTIONS, HARMFUL_TEMPLATES, "a", heldout_rng)
     benign_prompts += heldout_rows(HELDOUT_BENIGN_TASKS, BENIGN_TEMPLATES, "t", heldout_rng)
-    files = {"pairs.jsonl": harmful_pairs + benign_pairs, "harmful_prompts.jsonl": harmful_prompts,
-             "benign_prompts.jsonl": benign_prompts}
+    grown_harmful, grown_benign = grown_words(*(json.loads((HERE / name).read_text(encoding="utf-8"))
+                                                for name in ("more_harmful.json", "more_benign.json")))
+    grown_rng = random.Random(SEED + 2)
+    more_harmful_pairs, more_harmful_prompts = harmful_rows(grown_rng, grown_harmful)
+    more_benign_pairs, more_benign_prompts = benign_rows(grown_rng, grown_benign)
+    pairs = harmful_pairs + benign_pairs + more_harmful_pairs + more_benign_pairs
+    files = {"pairs.jsonl": with_scores(pairs, read_scores(HERE / SCORES_FILE)),
+             "harmful_prompts.jsonl": harmful_prompts + more_harmful_prompts,
+             "benign_prompts.jsonl": benign_prompts + more_benign_prompts}
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():
         write_jsonl(out_dir / name, rows)
@@ -550,4 +641,11 @@ def build(out_dir: Path) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", nargs="?", type=Path, default=HERE)
+    parser.add_argument("--import_scores", type=Path, metavar="ANNOTATED_JSONL",
+                        help="record recipes/annotate.py's scores of this folder's pairs.jsonl, then rebuild")
+    args = parser.parse_args()
+    if args.import_scores:
+        print(f"{import_scores(args.import_scores, HERE / 'pairs.jsonl', HERE / SCORES_FILE)} scores -> {SCORES_FILE}")
+    print(build(args.out_dir))
