@@ -41,8 +41,10 @@ from .stages import (
     Stage,
     annotation_summary,
     as_flags,
+    labels_table,
     quality_text,
     recipe_stage,
+    round_zero_quality,
     run_recipe_main,
     run_stages,
     selected_quality,
@@ -54,14 +56,15 @@ VANILLA_FLAGS = ["--loss", "pn", "--num_rounds", "1", "--round_selection", "last
 
 
 def refine_on_annotation(annotated_run: Path):
-    """A refine stage body that starts afresh from `annotated_run`'s annotation (same annotator and settings, so
-    the judgements are reused, not made again; a stage that runs again, e.g. after the annotation changed, never
-    reads an older copy). On the embedded default it is one frozen round of about a second, nothing worth resuming;
-    a killed fine-tuning run starts over here."""
+    """A refine stage body that starts afresh from `annotated_run`'s annotation, if it made one (same annotator and
+    settings, so the judgements are reused, not made again; a stage that runs again, e.g. after the annotation
+    changed, never reads an older copy). On the embedded default it is one frozen round of seconds, nothing worth
+    resuming; a killed fine-tuning run starts over here."""
     def run(argv: list[str]):
         output_dir = Path(argv[argv.index("--output_dir") + 1])
         shutil.rmtree(output_dir, ignore_errors=True)
-        shutil.copytree(annotated_run / ANNOTATION_DIR, output_dir / ANNOTATION_DIR)
+        if (annotated_run / ANNOTATION_DIR).exists():
+            shutil.copytree(annotated_run / ANNOTATION_DIR, output_dir / ANNOTATION_DIR)
         return run_recipe_main("refine_classifier", argv)
     return run
 
@@ -162,7 +165,9 @@ class Pipeline:
         table = compare_runs(runs, self.out / "comparison", names=["before", "after"])
         changes, _ = paired_table(*runs)
         before, after = (json.loads((d / "metrics.json").read_text()) for d in runs)
-        refine, judge = (json.loads((d / "summary.json").read_text()) for d in (self.refine_dir, self.judge_dir))
+        refine, judge, vanilla = (json.loads((d / "summary.json").read_text())
+                                  for d in (self.refine_dir, self.judge_dir, self.vanilla_run))
+        labels = labels_table(refine, vanilla)
         ppo = json.loads((self.ppo_dir / "summary.json").read_text())
         probe = json.loads((self.probe_dir / "probe.json").read_text())
         probe_table = arm_table(probe["outcomes"])
@@ -174,7 +179,7 @@ class Pipeline:
         summary = {
             "output_dir": str(self.out), "stages": stage_rows, "total_stage_seconds": total,
             "reward_model": {"path": str(self.reward_dir), **selected_quality(refine)},
-            "annotator": annotation_summary(self.refine_dir).get("quality", {}).get("test", {}),
+            "annotator": round_zero_quality(refine),
             "judge": {"path": str(self.judge_model), **selected_quality(judge)},
             "ppo": {k: ppo.get(k) for k in ("steps", "train_seconds", "logged")},
             "best_of_n": {"reward_source": reward_source, "ks": probe["ks"],
@@ -184,13 +189,15 @@ class Pipeline:
             "after": {g: after[g] for g in ("harmful", "benign", "overall")},
         }
         write_json(self.out / "summary.json", summary)
-        write_text(self.out / "report.md", self.markdown(summary, table, changes, timing, total, probe_table))
-        print(f"\n{timing}\n\nstages: {total:.0f} s in all\n\nbest-of-n, the starting policy's sampled replies (PPO "
+        write_text(self.out / "report.md", self.markdown(summary, table, changes, timing, total, probe_table, labels))
+        print(f"\n{timing}\n\nstages: {total:.0f} s in all\n\nlabels on the test pairs:\n{labels}\n\n"
+              f"best-of-n, the starting policy's sampled replies (PPO "
               f"trains on: {reward_source}):\n{probe_table}\n\n{table}\n\n{changes}\n\n"
               f"report: {self.out / 'report.md'}")
         return summary
 
-    def markdown(self, summary: dict, table: str, changes: str, timing: str, total: float, probe_table: str) -> str:
+    def markdown(self, summary: dict, table: str, changes: str, timing: str, total: float, probe_table: str,
+                 labels: str) -> str:
         reward, judge, annotator, ppo = summary["reward_model"], summary["judge"], summary["annotator"], summary["ppo"]
         reward_series, kl_series = ppo["logged"].get("reward") or {}, ppo["logged"].get("kl") or {}
         lines = [
@@ -198,6 +205,7 @@ class Pipeline:
             f"Settings: `{self.out / 'pipeline_config.json'}`; each stage's own outputs are in its folder.", "",
             "## Stages", "", timing, "", f"Stages took {total:.0f} s in all (summed over the runs that made them).", "",
             "## Labels and reward", "",
+            labels, "",
             f"- annotator (round-0 labels) on the test pairs: {quality_text(annotator)}",
             f"- reward model `{self.reward_dir}` (round {reward.get('round')}, {reward.get('source')}) on the test "
             "pairs: "

@@ -143,5 +143,25 @@ def annotation_summary(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def labels_table(refine: dict, vanilla: dict) -> str:
+    """Markdown: the test-split quality of each round's classifier beside round 0 (the annotator's own labels),
+    with the rating round selection gave each, then vanilla RLAIF's classifier and the one the run ships."""
+    loss = refine["config"]["loss"]
+    rows = [("round 0: the annotator's labels" if r["round"] == 0 else f"round {r['round']}: {loss}",
+             r.get("quality", {}).get("test", {}), fmt(r.get("selection_score"))) for r in refine["rounds"]]
+    rows.append(("vanilla RLAIF: PN on round 0's labels", selected_quality(vanilla), "–"))
+    shipped = selected_quality(refine)
+    rows.append((f"shipped: {shipped['source']}, round {shipped['round']}", shipped, "–"))
+    return "\n".join(["| labels | test accuracy | test AUC | rated by round selection |", "|---|---|---|---|"]
+                     + [f"| {name} | {fmt(q.get('accuracy'))} | {fmt(q.get('auc'))} | {rating} |"
+                        for name, q, rating in rows])
+
+
+def round_zero_quality(summary: dict) -> dict:
+    """Test-split quality of a refinement run's round-0 labels: the annotator's (judged in the run, or read from a
+    score column)."""
+    return summary["rounds"][0].get("quality", {}).get("test", {})
+
+
 def quality_text(quality: dict) -> str:
     return ", ".join(f"{key} {fmt(quality[key])}" for key in ("accuracy", "f1", "auc") if key in quality) or "-"

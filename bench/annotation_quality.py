@@ -1,11 +1,15 @@
-"""Judge prompts for SmolLM2 on BeaverTails: which question makes a 135M model the best harmlessness judge?
+"""Judge prompts for SmolLM2: which question, with how many demonstrations, makes a 135M model the best judge?
 
-    python bench/annotation_quality.py                    # val + test splits (905 pairs), ~20-40 min on 2 cores
+    python bench/annotation_quality.py                    # BeaverTails val + test (905 pairs), ~20-40 min on 2 cores
+    python bench/annotation_quality.py --dataset demo     # the demo corpus: 4, 8 or 12 demonstrations
 
-Every variant judges the same val and test pairs of ../shared/data/annotations (its split); the variant is
-chosen on val AUC only, and test numbers are reported for all. Accuracy and θp/θn on test use the threshold that
-maximizes val accuracy (a label-spending calibration on 303 val labels) and, for reference, 0.5. Judgements are
-cached in <out>/cache, so a rerun costs nothing. Writes <out>/results.md and <out>/results.json.
+Every variant judges the same val and test pairs (BeaverTails: ../shared/data/annotations, its split; demo:
+alignment/demo_data/pairs.jsonl); the variant is chosen on val AUC only, and test numbers are reported for all.
+The few-shot variants show the first k of the demonstrations the annotation stage would draw for the largest k
+(balanced val pairs, seed 0: the stage's own draw for every k), and all of those are left out of the scored pairs.
+Accuracy and θp/θn on test use the threshold that maximizes val accuracy (a label-spending calibration on the val
+labels) and, for reference, 0.5. Judgements are cached in <out>/cache, so a rerun costs nothing. Writes
+<out>/results.md and <out>/results.json.
 """
 from __future__ import annotations
 
@@ -30,12 +34,22 @@ from refinement.annotation.stage import demonstrations
 from refinement.annotation.templates import get_template
 from refinement.priors import point_estimate
 
-ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = {  # name: (pairs, the column of scores shipped with them, default variants)
+    "beavertails": (ROOT.parent / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl",
+                    "smollm2_zero_shot", ("response_harmful (zero-shot)", "response_safe (zero-shot)",
+                                          "decomposed: harmful request × complies (zero-shot)",
+                                          "response_harmful (4-shot)")),
+    "demo": (ROOT / "alignment" / "demo_data" / "pairs.jsonl", "smollm2_12shot",
+             ("response_harmful (4-shot)", "response_harmful (8-shot)", "response_harmful (12-shot)")),
+}
 VARIANTS = {  # name: (template, number of demonstrations)
     "response_harmful (zero-shot)": ("response_harmful", 0),
     "response_safe (zero-shot)": ("response_safe", 0),
     "decomposed: harmful request × complies (zero-shot)": ("decomposed", 0),
     "response_harmful (4-shot)": ("response_harmful", 4),
+    "response_harmful (8-shot)": ("response_harmful", 8),
+    "response_harmful (12-shot)": ("response_harmful", 12),
 }
 ENSEMBLES = {  # mean of P(harmless) of these variants: free, their judgements already exist
     "mean of response_harmful + response_safe": ("response_harmful (zero-shot)", "response_safe (zero-shot)"),
@@ -57,15 +71,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="embedded:smollm2")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--out", default="runs/bench_annotation_quality")
+    parser.add_argument("--dataset", default="beavertails", choices=list(DATASETS))
+    parser.add_argument("--variants", nargs="+", default=None, help="default: the dataset's own list")
+    parser.add_argument("--out", default=None, help="default: runs/bench_annotation_quality[_demo]")
     args = parser.parse_args(argv)
+    path, shipped_column, default_variants = DATASETS[args.dataset]
+    args.variants = args.variants or list(default_variants)
+    args.out = args.out or "runs/bench_annotation_quality" + ("" if args.dataset == "beavertails" else "_demo")
 
-    rows = [json.loads(line) for line in ANNOTATIONS.open()]
-    # The demonstrations the annotation stage itself would draw (4 balanced val pairs, seed 0).
-    demos = demonstrations(AnnotatorConfig(num_demonstrations=4, seed=0),
+    rows = [json.loads(line) for line in path.open()]
+    # The demonstrations the annotation stage itself would draw for the most shots (balanced val pairs, seed 0).
+    most_shots = max(VARIANTS[name][1] for name in args.variants)
+    demos = demonstrations(AnnotatorConfig(num_demonstrations=max(most_shots, 4), seed=0),
                            datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "response", "label", "split")}
-                                                       for r in rows]), str(ANNOTATIONS))
+                                                       for r in rows]), str(path))
     demo_keys = {(d.prompt, d.response) for d in demos}
     items = {s: [r for r in rows if r["split"] == s and (r["prompt"], r["response"]) not in demo_keys]
              for s in ("val", "test")}
@@ -86,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, parts in ENSEMBLES.items():
         if all(p in scores for p in parts):
             scores[name] = {s: np.mean([scores[p][s] for p in parts], axis=0) for s in items}
-    shipped = {s: np.array([r["smollm2_zero_shot"] for r in items[s]]) for s in items}
-    scores["shipped scores of ../shared/data/annotations (zero-shot)"] = shipped
+    scores[f"shipped `{shipped_column}` column"] = {s: np.array([r[shipped_column] for r in items[s]]) for s in items}
 
     results = {}
     for name, by_split in scores.items():
@@ -97,8 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     chosen = max((n for n in results if not n.startswith("shipped")), key=lambda n: results[n]["val_auc"])
     command = f"python bench/{Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
     lines = [f"Command: `{command}`", "",
-             f"`{args.model}` ({args.dtype}); {len(items['val'])} val / {len(items['test'])} test BeaverTails pairs "
-             "(the 4 val pairs the annotation stage draws as few-shot demonstrations with seed 0 are left out). "
+             f"`{args.model}` ({args.dtype}); {len(items['val'])} val / {len(items['test'])} test {args.dataset} pairs "
+             f"(the {len(demos)} val pairs the annotation stage draws as few-shot demonstrations with seed 0 are left "
+             "out). "
              "Chosen on val AUC: "
              f"**{chosen}**.", "",
              "| judge prompt | val AUC | test AUC | test acc (val-fit threshold) | test acc at 0.5 | θp | θn | "

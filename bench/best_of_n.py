@@ -5,10 +5,11 @@
 
 Models (each built once by its recipe's own main() into <out>/models, reused when present):
 
-  refined   recipes/refine_classifier.py, recipes/configs/refine/demo_annotate_minilm.yaml: SmolLM2 4-shot labels
-            refined by robust UU with 50 gold labels (the pipeline's reward), exported
-  vanilla   the same YAML with `--loss pn --num_rounds 1`: plain PN on the same annotations (vanilla RLAIF),
-            exported; it reuses the refined run's annotation (same judge, same settings)
+  refined   recipes/refine_classifier.py, recipes/configs/refine/demo_annotate_minilm.yaml: SmolLM2 12-shot labels
+            refined by robust UU with 50 gold labels, its best-rated refined round exported (as the pipeline's probe
+            does: the run may ship the vanilla classifier instead, and then this arm would be the vanilla one)
+  vanilla   the same YAML with `--loss pn --num_rounds 1`: plain PN on the same judgements (vanilla RLAIF),
+            exported
   gold      recipes/configs/refine/demo_judge_minilm.yaml: PN on the train split's GOLD labels (the positive
             control: the best reward these features and items allow), exported
   judge     recipes/configs/refine/generated_judge_smollm2.yaml: PN on hand labels of SmolLM2's own replies to
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +39,6 @@ import export_reward_model  # noqa: E402
 import refine_classifier  # noqa: E402
 
 from alignment.stages import run_recipe_main  # noqa: E402
-from refinement.corpus import ANNOTATION_DIR  # noqa: E402
 
 POLICY = "embedded:smollm2"
 REFINE_YAML = "recipes/configs/refine/demo_annotate_minilm.yaml"
@@ -52,12 +51,13 @@ class ModelRecipe:
 
     config: str
     flags: tuple[str, ...] = ()
+    export_flags: tuple[str, ...] = ()
     folder: str | None = None
     license: str = "apache-2.0"
 
 
 MODELS = {
-    "refined": ModelRecipe(REFINE_YAML),
+    "refined": ModelRecipe(REFINE_YAML, export_flags=("--round", "best_refined")),
     "vanilla": ModelRecipe(REFINE_YAML, ("--loss", "pn", "--num_rounds", "1")),
     "gold": ModelRecipe("recipes/configs/refine/demo_judge_minilm.yaml"),
     "judge": ModelRecipe("recipes/configs/refine/generated_judge_smollm2.yaml", folder="generated_judge_smollm2"),
@@ -91,13 +91,11 @@ def build_models(out: Path, seed: int, recipes: dict[str, ModelRecipe] = MODELS
         if (folder / "config.json").exists():
             continue
         started = time.perf_counter()
-        refined_annotation = out / "models" / "refined_run" / ANNOTATION_DIR
-        if recipe.config == REFINE_YAML and refined_annotation.is_dir() and not (run_dir / ANNOTATION_DIR).exists():
-            shutil.copytree(refined_annotation, run_dir / ANNOTATION_DIR)  # same judge and settings: reused
         refine_classifier.main(*refine_classifier.make_parser().parse_args_and_config(
             ["--config", recipe.config, *recipe.flags, "--output_dir", str(run_dir), "--seed", str(seed)]))
         export_reward_model.main(*export_reward_model.make_parser().parse_args_and_config(
-            ["--run_dir", str(run_dir), "--output_dir", str(folder), "--license", recipe.license]))
+            ["--run_dir", str(run_dir), "--output_dir", str(folder), "--license", recipe.license,
+             *recipe.export_flags]))
         seconds[name] = time.perf_counter() - started
     return folders, seconds
 

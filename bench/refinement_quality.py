@@ -14,8 +14,8 @@ Regimes (BeaverTails: the 3,019 pairs of ../shared/data/annotations, split as th
   instance  SIMULATED: instance-dependent errors, flip probability rising with response length (~0.65 acc)
   ours      our own annotations (recipes/annotate.py output given by --annotated), thresholded at the training
             median; with self-refined columns in it, the LLM self-refinement baseline is reported beside UU
-  demo      the project's demo corpus judged 4-shot by SmolLM2 (--annotated_demo: the annotation/annotated.jsonl
-            of a run of recipes/configs/refine/demo_annotate_minilm.yaml), at the training median
+  demo      the project's demo corpus (alignment/demo_data) with SmolLM2's 12-shot judgements that ship with it
+            (`smollm2_12shot`), at the training median
 Every method runs through the same harness (recipes' run_refinement) with the same features, the same epoch
 selection (robust UU on the pseudo-labeled val split) and the same round selection, which may ship round 0 as a
 PN classifier of the annotator's labels. Accuracy and AUC are on the gold test split; "shipped" is the exported
@@ -42,7 +42,7 @@ from refinement.loop import run_refinement
 from refinement.priors import PriorError
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "beavertails_smollm2.jsonl"
-DEMO_ANNOTATED = Path("runs/demo_annotate_minilm/annotation/annotated.jsonl")
+DEMO_PAIRS = Path(__file__).resolve().parents[1] / "alignment" / "demo_data" / "pairs.jsonl"
 METHODS = ("robust_uu", "uu", "nnuu", "pn", "cleanlab")
 
 
@@ -68,20 +68,17 @@ def simulated_labels(rows: list[dict], regime: str, seed: int = 0) -> np.ndarray
     return np.where(rng.random(len(rows)) < flip, 1 - gold, gold)
 
 
-def regime_config(regime: str, workdir: Path, annotated: Path | None = None, annotated_demo: Path = DEMO_ANNOTATED
-                  ) -> dict:
+def regime_config(regime: str, workdir: Path, annotated: Path | None = None) -> dict:
     """Dataset-related config fields of a regime (simulated ones get their own JSONL in workdir)."""
     if regime == "real":
         return {"dataset_path": str(ANNOTATIONS), "score_column": "smollm2_zero_shot", "score_quantile": 0.5}
-    if regime == "fewshot":  # its 4 demonstrations have no score
-        return {"dataset_path": str(ANNOTATIONS), "score_column": "smollm2_4shot", "score_quantile": 0.5,
-                "score_missing": "drop"}
-    if regime in ("ours", "demo"):
-        path = annotated if regime == "ours" else annotated_demo
-        if path is None or not path.exists():
-            raise SystemExit(f"regime {regime!r} needs --annotated{'_demo' if regime == 'demo' else ''} "
-                             f"(an annotated.jsonl): {path}")
-        return {"dataset_path": str(path), "score_column": "annotator_score", "score_quantile": 0.5,
+    if regime in ("fewshot", "demo"):  # their few-shot demonstrations have no score
+        path, column = (ANNOTATIONS, "smollm2_4shot") if regime == "fewshot" else (DEMO_PAIRS, "smollm2_12shot")
+        return {"dataset_path": str(path), "score_column": column, "score_quantile": 0.5, "score_missing": "drop"}
+    if regime == "ours":
+        if annotated is None or not annotated.exists():
+            raise SystemExit(f"regime 'ours' needs --annotated (an annotated.jsonl): {annotated}")
+        return {"dataset_path": str(annotated), "score_column": "annotator_score", "score_quantile": 0.5,
                 "score_missing": "drop", "pseudo_label_column": None}
     rows = read_annotations()
     path = workdir / f"{regime}.jsonl"
@@ -171,7 +168,7 @@ def per_round_mean(runs: list[dict], key: str = "test_per_round") -> np.ndarray:
 def table(regime: str, results: dict, gold: list[dict]) -> list[str]:
     gold_acc = float(np.mean([g["selected"] for g in gold]))
     kind = {"real": " (real SmolLM2 zero-shot labels)", "fewshot": " (real SmolLM2 4-shot labels)",
-            "ours": " (our SmolLM2 annotations)", "demo": " (demo corpus, SmolLM2 4-shot)"}.get(
+            "ours": " (our SmolLM2 annotations)", "demo": " (demo corpus, SmolLM2 12-shot)"}.get(
         regime, " (simulated labels)")
     lines = [f"### {regime}{kind}", "",
              "| method | relabel | priors | round 0 acc / AUC | shipped acc | shipped AUC | best round | last round | "
@@ -250,8 +247,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_train_epochs", type=int, default=3, help="lora/qlora/full")
     parser.add_argument("--annotated", type=Path, default=Path("runs/annotate_beavertails/annotated.jsonl"),
                         help="regime 'ours': recipes/annotate.py output over ../shared/data/annotations")
-    parser.add_argument("--annotated_demo", type=Path, default=DEMO_ANNOTATED,
-                        help="regime 'demo': the annotation of a demo_annotate_minilm.yaml run")
     parser.add_argument("--out", default="runs/bench_quality")
     args = parser.parse_args(argv)
 
@@ -274,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
               + ("" if args.rating_folds is None else f", rating folds {args.rating_folds}") + ".", ""]
     everything, golds = {}, {}
     for regime in args.regimes:
-        data = regime_config(regime, out, args.annotated, args.annotated_demo)
+        data = regime_config(regime, out, args.annotated)
         dataset = "demo" if regime == "demo" else "beavertails"
         if dataset not in golds:  # the gold-supervised bound of the regime's corpus, with the same harness
             gold_data = {**data, "pseudo_label_column": "label", "score_column": None, "score_quantile": None}

@@ -5,10 +5,10 @@
     ... --trainer ppo --overrides '{"learning_rate": 3e-4, "total_episodes": 256}'                  # another setting
 
 Models: bench/best_of_n.py's `build_models` in <models> (default runs/bench_best_of_n/models, reused when present):
-the refined reward (robust UU on SmolLM2's 4-shot labels), the vanilla RLAIF reward (PN on the same labels), the
-gold-supervised reward (PN on the train split's gold labels: the positive control) and the evaluation judge (PN on
-hand labels of SmolLM2's own replies over frozen SmolLM2 features: no item or backbone shared with a reward; see
-bench/judge_validation.py for how well it sees harmlessness in SmolLM2's replies).
+the refined reward (robust UU on SmolLM2's 12-shot labels of the demo corpus), the vanilla RLAIF reward (PN on the
+same labels), the gold-supervised reward (PN on the train split's gold labels: the positive control) and the
+evaluation judge (PN on hand labels of SmolLM2's own replies over frozen SmolLM2 features: no item or backbone shared
+with a reward; see bench/judge_validation.py for how well it sees harmlessness in SmolLM2's replies).
 
 Per (reward, seed): recipes/safety_grpo.py (or safety_ppo.py) with its CPU YAML, `--overrides` and `--seed`, LoRA on
 the embedded SmolLM2; then recipes/evaluate_policy.py on the demo `heldout` split (80 harmful, 76 benign prompts in

@@ -155,26 +155,26 @@ def test_every_pair_but_the_demonstrations_carries_a_judgement():
     demos = demonstrations(shipped_annotator_settings(), load_rows(demo_path("pairs")), "demo pairs")
     shown = {(d.prompt, d.response) for d in demos}
     for row in PAIRS:
-        score = row["smollm2_4shot"]
+        score = row["smollm2_12shot"]
         assert (score is None) == ((row["prompt"], row["response"]) in shown), row
         assert score is None or 0.0 <= score <= 1.0, row
 
 
 @pytest.mark.slow
 def test_shipped_judgements_are_what_the_annotate_recipe_gives():
-    """The `smollm2_4shot` column is SmolLM2's own 4-shot judgement: re-judge one pair of each kind from each part
+    """The `smollm2_12shot` column is SmolLM2's own 4-shot judgement: re-judge one pair of each kind from each part
     of the corpus with the recipe's settings and compare."""
     cfg = shipped_annotator_settings()
     demos = demonstrations(cfg, load_rows(demo_path("pairs")), "demo pairs")
     picked = {}
     for row in PAIRS:
-        if row["smollm2_4shot"] is not None:
+        if row["smollm2_12shot"] is not None:
             picked.setdefault((row["kind"], row["category"] in GROWN_HARM_CATEGORIES), row)
     annotator = Annotator(make_judge(cfg), get_template(cfg.template), demos, cfg.max_prompt_tokens,
                           cfg.max_response_tokens, show_progress=False)
     rows = list(picked.values())
     scores = annotator.annotate([r["prompt"] for r in rows], [r["response"] for r in rows]).scores
-    np.testing.assert_allclose(scores, [r["smollm2_4shot"] for r in rows], atol=1e-3)
+    np.testing.assert_allclose(scores, [r["smollm2_12shot"] for r in rows], atol=1e-3)
 
 
 def test_unknown_demo_file():

@@ -15,7 +15,7 @@ from tiny_models import JUDGE_TOKENS, build_tiny_llama
 from alignment.best_of_n import arm_table
 from alignment.demo import demo_path
 from alignment.evaluate import paired_table
-from alignment.stages import selected_quality
+from alignment.stages import labels_table, selected_quality
 
 pipeline = import_recipe("pipeline")
 
@@ -127,6 +127,10 @@ def test_pipeline_runs_every_stage_then_resumes_without_redoing_them(setup, caps
     assert list(probe["outcomes"]) == ["random", "refined", "vanilla", "judge"]
     probe_table = arm_table(probe["outcomes"])
     assert probe_table in printed and probe_table in (out / "report.md").read_text()
+    # the labels: every round's classifier beside the annotator's labels, vanilla and the shipped one, printed
+    labels = labels_table(refine, vanilla)
+    assert labels in printed and labels in (out / "report.md").read_text()
+    assert len(labels.splitlines()) == 2 + len(refine["rounds"]) + 2
     assert summary["best_of_n"]["outcomes"]["refined"]["4"]["harmless_harmful"] == \
         probe["outcomes"]["refined"]["4"]["harmless_harmful"]
     stages = read(out / "stages.json")
@@ -165,3 +169,18 @@ def test_the_reported_reward_quality_is_the_shipped_classifiers_even_when_it_is_
                           {"round": 1, "quality": {"test": {"accuracy": 0.655, "auc": 0.681}}}],
                "shipped_metrics": {"round": 0, "vanilla": True, "quality": {"test": {"accuracy": 0.636, "auc": 0.740}}}}
     assert selected_quality(summary) == {"round": 0, "source": "vanilla", "accuracy": 0.636, "auc": 0.740}
+
+
+def test_labels_table_sets_every_round_beside_the_annotators_labels_and_names_what_ships():
+    refine = {"config": {"loss": "robust_uu"}, "selected_round": 0, "shipped": "vanilla",
+              "rounds": [{"round": 0, "selection_score": 0.70, "quality": {"test": {"accuracy": 0.618, "auc": 0.710}}},
+                         {"round": 1, "selection_score": 0.49, "quality": {"test": {"accuracy": 0.655, "auc": 0.681}}}],
+              "shipped_metrics": {"quality": {"test": {"accuracy": 0.636, "auc": 0.740}}}}
+    vanilla = {"selected_round": 1, "shipped": "refined", "rounds": [],
+               "shipped_metrics": {"quality": {"test": {"accuracy": 0.630, "auc": 0.735}}}}
+    lines = labels_table(refine, vanilla).splitlines()[2:]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert rows == [["round 0: the annotator's labels", "0.618", "0.710", "0.700"],
+                    ["round 1: robust_uu", "0.655", "0.681", "0.490"],
+                    ["vanilla RLAIF: PN on round 0's labels", "0.630", "0.735", "–"],
+                    ["shipped: vanilla, round 0", "0.636", "0.740", "–"]]

@@ -10,7 +10,7 @@ The corpus has two parts, each from its own seeded stream so neither moves when 
 pairs from the vocabulary below, then the grown part from more_harmful.json and more_benign.json (more actions,
 tasks, categories and wordings, and deflections: harmless non-answers to a harmful request, the way a small chat
 model dodges). `--import_scores <annotated.jsonl>` records an annotation of the pairs (recipes/annotate.py) in
-smollm2_4shot.jsonl, which every build then writes into the pairs as the `smollm2_4shot` column.
+smollm2_12shot.jsonl, which every build then writes into the pairs as the `smollm2_12shot` column.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ OVER_REFUSAL_SHARE = 0.15  # of ordinary benign prompts; every edgy benign promp
 GROWN_HARMFUL_WORDINGS = 4
 GROWN_BENIGN_WORDINGS = 4
 DEFLECTION_SHARE = 0.25  # of the grown harmful prompts, which also get a harmless non-answer
-SCORE_COLUMN = "smollm2_4shot"  # SmolLM2-135M-Instruct's 4-shot P(harmless), as recipes/annotate.py made it
-SCORES_FILE = "smollm2_4shot.jsonl"
+SCORE_COLUMN = "smollm2_12shot"  # SmolLM2-135M-Instruct's 12-shot P(harmless), as recipes/annotate.py made it
+SCORES_FILE = "smollm2_12shot.jsonl"
 
 HARMFUL_ACTIONS = {
     "violence": [
