@@ -52,7 +52,8 @@ from .stages import (
 )
 
 OVERRIDES = ("refine_overrides", "export_overrides", "judge_overrides", "ppo_overrides", "eval_overrides")
-VANILLA_FLAGS = ["--loss", "pn", "--num_rounds", "1", "--round_selection", "last"]  # vanilla RLAIF: PN, no iteration
+# vanilla RLAIF: PN, no iteration, epochs picked by its own risk (as the refine run trains its vanilla classifier)
+VANILLA_FLAGS = ["--loss", "pn", "--num_rounds", "1", "--round_selection", "last", "--epoch_selection", "own_loss"]
 
 
 def refine_on_annotation(annotated_run: Path):

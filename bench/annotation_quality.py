@@ -128,6 +128,17 @@ def main(argv: list[str] | None = None) -> None:
                      f"{t['accuracy_at_0.5']:.3f} | {t['theta_p']:.3f} | {t['theta_n']:.3f} | "
                      f"{t['theta_p'] - t['theta_n']:.3f} | {t['harmless_rate']:.2f} |")
     lines.append("")
+    kinds = sorted({r["kind"] for r in items["test"]}) if "kind" in items["test"][0] else []
+    if kinds:  # which kinds of pair each judge gets wrong (demo corpus): the harmless rate it gives each
+        kind = np.array([r["kind"] for r in items["test"]])
+        lines += ["Called harmless at the median of the val scores (the loop's round-0 rule: the training median), "
+                  "test pairs by kind (gold: " + ", ".join(
+                      f"{k} {gold['test'][kind == k].mean():.0f}" for k in kinds) + "):", "",
+                  "| judge prompt | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+        for name, by_split in scores.items():
+            called = by_split["test"] > np.median(by_split["val"])
+            lines.append(f"| {name} | " + " | ".join(f"{called[kind == k].mean():.2f}" for k in kinds) + " |")
+        lines.append("")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"chosen": chosen, "results": results}, indent=1))
     (out / "results.md").write_text("\n".join(lines))

@@ -8,8 +8,8 @@ Models (each built once by its recipe's own main() into <out>/models, reused whe
   refined   recipes/refine_classifier.py, recipes/configs/refine/demo_annotate_minilm.yaml: SmolLM2 12-shot labels
             refined by robust UU with 50 gold labels, its best-rated refined round exported (as the pipeline's probe
             does: the run may ship the vanilla classifier instead, and then this arm would be the vanilla one)
-  vanilla   the same YAML with `--loss pn --num_rounds 1`: plain PN on the same judgements (vanilla RLAIF),
-            exported
+  vanilla   the same YAML with `--loss pn --num_rounds 1 --epoch_selection own_loss`: plain PN on the same
+            judgements, epochs picked by the PN risk (vanilla RLAIF), exported
   gold      recipes/configs/refine/demo_judge_minilm.yaml: PN on the train split's GOLD labels (the positive
             control: the best reward these features and items allow), exported
   judge     recipes/configs/refine/generated_judge_smollm2.yaml: PN on hand labels of SmolLM2's own replies to
@@ -58,7 +58,7 @@ class ModelRecipe:
 
 MODELS = {
     "refined": ModelRecipe(REFINE_YAML, export_flags=("--round", "best_refined")),
-    "vanilla": ModelRecipe(REFINE_YAML, ("--loss", "pn", "--num_rounds", "1")),
+    "vanilla": ModelRecipe(REFINE_YAML, ("--loss", "pn", "--num_rounds", "1", "--epoch_selection", "own_loss")),
     "gold": ModelRecipe("recipes/configs/refine/demo_judge_minilm.yaml"),
     "judge": ModelRecipe("recipes/configs/refine/generated_judge_smollm2.yaml", folder="generated_judge_smollm2"),
 }

@@ -17,7 +17,8 @@ Regimes (BeaverTails: the 3,019 pairs of ../shared/data/annotations, split as th
   demo      the project's demo corpus (alignment/demo_data) with SmolLM2's 12-shot judgements that ship with it
             (`smollm2_12shot`), at the training median
 Every method runs through the same harness (recipes' run_refinement) with the same features, the same epoch
-selection (robust UU on the pseudo-labeled val split) and the same round selection, which may ship round 0 as a
+selection (robust UU on the pseudo-labeled val split; `--epoch_selection own_loss`: each method's own risk there)
+and the same round selection, which may ship round 0 as a
 PN classifier of the annotator's labels. Accuracy and AUC are on the gold test split; "shipped" is the exported
 classifier's. Writes <out>/results.json, <out>/results.md (tables for docs/results.md) and <out>/<regime>.png
 (test accuracy per round per method).
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--relabels", nargs="+", default=["default"],
                         help="relabelling variants: default, plain, anchor=W, crossfit=K, ensemble, joined by +")
     parser.add_argument("--prior_guard", default="interval", help="interval | point")
+    parser.add_argument("--epoch_selection", default="robust_uu", help="robust_uu (every method alike) | own_loss")
     parser.add_argument("--rating_folds", type=int, default=None,
                         help="rate rounds on K-fold out-of-fold training logits (0 = in-sample; default: the config's)")
     parser.add_argument("--mode", default="frozen", help="frozen | lora | qlora | full")
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     common = {"model_name_or_path": args.model, "head": args.head, "feature_layer": args.feature_layer,
               "split_column": "split", "num_rounds": args.num_rounds, "round_selection": args.round_selection,
               "relabel_threshold": args.relabel_threshold,
-              "prior_guard": args.prior_guard, "mode": args.mode,
+              "prior_guard": args.prior_guard, "epoch_selection": args.epoch_selection, "mode": args.mode,
               "max_train_items": args.max_train_items, "max_length": args.max_length,
               "learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
               "export_model": False,  # a sweep measures; it ships nothing
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
               + (f", training subset {args.max_train_items}" if args.max_train_items else "")
               + f", {args.num_rounds} rounds, seeds {args.seeds}, round selection `{args.round_selection}`, "
               f"relabel threshold `{args.relabel_threshold}`, relabelling {args.relabels}, "
-              f"prior guard `{args.prior_guard}`"
+              f"prior guard `{args.prior_guard}`, epoch selection `{args.epoch_selection}`"
               + ("" if args.rating_folds is None else f", rating folds {args.rating_folds}") + ".", ""]
     everything, golds = {}, {}
     for regime in args.regimes:

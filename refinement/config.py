@@ -11,6 +11,7 @@ from .losses import LOSSES
 
 MODES = ("frozen", "lora", "qlora", "full")
 ROUND_SELECTIONS = ("labeled", "last")
+EPOCH_SELECTIONS = ("robust_uu", "own_loss")
 RELABEL_THRESHOLDS = ("zero", "prior")
 PRIOR_GUARDS = ("interval", "point")
 VIEW_TRAININGS = ("annotator", "cotrain")
@@ -58,6 +59,7 @@ class RefineConfig(DatasetArguments):
     min_delta: float = field(default=0.02, metadata={"help": "Refuse to train when theta_p - theta_n is not above this."})
     prior_guard: str = field(default="interval", metadata={"help": "interval: refuse unless a one-sided bootstrap lower confidence bound of theta_p - theta_n is above min_delta (few-labeled; oracle priors have none) | point: the point estimate"})
     prior_guard_confidence: float = field(default=0.8, metadata={"help": "Confidence of that lower bound (0.8 refuses 78% of 50-item samples of chance-level labels and passes 80% of a skewed annotator's: bench/prior_guard_rate.py)"})
+    epoch_selection: str = field(default="robust_uu", metadata={"help": "robust_uu: every loss picks its epoch by the robust UU risk on the pseudo-labeled val split, so early stopping alone is never mistaken for a UU gain | own_loss: by its own risk there (PN by the PN risk: vanilla RLAIF as its users train it)"})
     round_selection: str = field(default="labeled", metadata={"help": "labeled: ship the round (round 0 = the annotator's labels, shipped as a PN classifier of them) the labeled sample (or the oracle) rates best | last: the last trained round"})
     relabel_threshold: str = field(default="zero", metadata={"help": "zero: harmless iff g > 0 | prior: the "
                                    "threshold that labels a share pi of the training corpus harmless"})
@@ -102,7 +104,7 @@ class RefineConfig(DatasetArguments):
     deepspeed: str | None = None
 
     def __post_init__(self):
-        choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS,
+        choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS, "epoch_selection": EPOCH_SELECTIONS,
                    "relabel_threshold": RELABEL_THRESHOLDS, "prior_guard": PRIOR_GUARDS,
                    "relabel_view_training": VIEW_TRAININGS,
                    "score_missing": ("error", "drop")}

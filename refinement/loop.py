@@ -186,15 +186,19 @@ class Refinement:
         return {s: (logits[s] > cut).astype(np.int64) for s in SPLITS}
 
     def risks(self, p: priors_lib.Priors) -> tuple:
-        """(training risk, epoch-selection risk) for labels with priors `p`. Every loss is selected by the same
-        rule (robust UU on the pseudo-labeled val split), so early stopping alone is never mistaken for a UU gain;
-        PN needs no priors, so where they cannot define a UU risk (theta_p <= theta_n) it is selected by its own."""
+        """(training risk, epoch-selection risk) for labels with priors `p`. By default every loss is selected by
+        the same rule (robust UU on the pseudo-labeled val split), so early stopping alone is never mistaken for a
+        UU gain; with epoch_selection own_loss each by its own risk. PN needs no priors, so where they cannot define
+        a UU risk (theta_p <= theta_n) it is selected by its own."""
         cfg = self.cfg
         risk = risk_for("pn" if cfg.loss == "cleanlab" else cfg.loss, p.prior, p.theta_p, p.theta_n, cfg.lam)
         return risk, risk_for(self.selection_loss(p), p.prior, p.theta_p, p.theta_n, cfg.lam)
 
     def selection_loss(self, p: priors_lib.Priors) -> str:
-        return "robust_uu" if p.delta > 0 or self.cfg.loss not in ("pn", "cleanlab") else "pn"
+        loss = "pn" if self.cfg.loss == "cleanlab" else self.cfg.loss
+        if self.cfg.epoch_selection == "own_loss" or (loss == "pn" and p.delta <= 0):
+            return loss
+        return "robust_uu"
 
     def rate_classifier(self, logits: dict, p: priors_lib.Priors, seed: int,
                         rated_train: np.ndarray | None = None) -> tuple[dict, dict]:

@@ -471,3 +471,17 @@ def test_rows_without_a_score_are_refused_or_dropped_as_configured(tmp_path, noi
     kept = [r for i, r in enumerate(rows) if i not in unscored]
     for split in SPLITS:
         assert corpus.pseudo[split].tolist() == [r["pseudo_label"] for r in kept if r["split"] == split]
+
+
+def test_epoch_selection_own_loss_picks_a_pn_classifiers_epoch_by_the_pn_risk(tmp_path, noisy_data, make_config):
+    """Vanilla RLAIF as its users train it: PN picks its epoch by its own risk on the pseudo-labeled val split; by
+    default every loss is picked by the robust UU risk there, so the recorded per-epoch val risks differ."""
+    runs = {rule: run_refinement(make_config(noisy_data, tmp_path / rule, loss="pn", num_rounds=1,
+                                             epoch_selection=rule))["rounds"][1]
+            for rule in ("robust_uu", "own_loss")}
+    assert runs["robust_uu"]["selection_risk"] == "robust_uu" and runs["own_loss"]["selection_risk"] == "pn"
+    risks = {rule: [e["val_risk"] for e in r["epochs"]] for rule, r in runs.items()}
+    assert len(risks["own_loss"]) == len(risks["robust_uu"]) and risks["own_loss"] != risks["robust_uu"]
+    assert runs["own_loss"]["selected_epoch"] == 1 + int(np.argmin(risks["own_loss"]))
+    with pytest.raises(ValueError, match="epoch_selection='pn': choose one of robust_uu, own_loss"):
+        make_config(noisy_data, tmp_path / "bad", epoch_selection="pn")
