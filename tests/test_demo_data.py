@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,14 @@ KIND_OF_PAIR = {"refusal": (True, 1), "compliance": (True, 0), "helpful": (False
 def read(name: str) -> list[dict]:
     with open(demo_path(name)) as handle:
         return [json.loads(line) for line in handle]
+
+
+def load_build():
+    """alignment/demo_data/build.py as a module (a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("demo_build", DEMO_DIR / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build
 
 
 PAIRS = read("pairs")
@@ -104,9 +113,7 @@ def test_prompt_files_are_the_pairs_prompts_plus_heldout_ones():
 def test_heldout_prompts_share_no_action_with_the_pairs():
     """The evaluation's prompts: at least 64 of each kind, every harm category, and no action or task of any pair
     (so no reward model or judge trained on the pairs saw them or a rewording of them)."""
-    spec = importlib.util.spec_from_file_location("demo_build", DEMO_DIR / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = load_build()
     pair_texts = " ".join(r["prompt"].lower() for r in PAIRS)
     for groups, rows in ((build.HELDOUT_HARMFUL_ACTIONS, HARMFUL), (build.HELDOUT_BENIGN_TASKS, BENIGN)):
         heldout = [r for r in rows if r["split"] == "heldout"]
@@ -135,9 +142,7 @@ def test_the_refinement_loop_reads_the_pairs():
 
 
 def test_build_regenerates_the_committed_files(tmp_path):
-    spec = importlib.util.spec_from_file_location("demo_build", DEMO_DIR / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = load_build()
     counts = build.build(tmp_path)
     for name in DEMO_FILES.values():
         assert (tmp_path / name).read_bytes() == (DEMO_DIR / name).read_bytes(), f"{name}: rerun build.py"
@@ -175,6 +180,21 @@ def test_shipped_judgements_are_what_the_annotate_recipe_gives():
     rows = list(picked.values())
     scores = annotator.annotate([r["prompt"] for r in rows], [r["response"] for r in rows]).scores
     np.testing.assert_allclose(scores, [r["smollm2_12shot"] for r in rows], atol=1e-3)
+
+
+def test_imported_scores_follow_the_pair_text_and_a_stale_annotation_is_refused(tmp_path):
+    build = load_build()
+    annotated = tmp_path / "annotated.jsonl"
+    rows = [{**PAIRS[i], "annotator_score": 0.25 * i} for i in (2, 0)]
+    annotated.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert build.import_scores(annotated, Path(demo_path("pairs")), tmp_path / "scores.jsonl") == 2
+    scores = build.read_scores(tmp_path / "scores.jsonl")
+    assert scores == {build.pair_key(PAIRS[0]["prompt"], PAIRS[0]["response"]): 0.0,
+                      build.pair_key(PAIRS[2]["prompt"], PAIRS[2]["response"]): 0.5}
+    assert [r["smollm2_12shot"] for r in build.with_scores(PAIRS[:3], scores)] == [0.0, None, 0.5]
+    annotated.write_text(json.dumps({**rows[0], "response": "an answer the corpus no longer has"}) + "\n")
+    with pytest.raises(SystemExit, match="1 annotated pairs are not in"):
+        build.import_scores(annotated, Path(demo_path("pairs")), tmp_path / "scores.jsonl")
 
 
 def test_unknown_demo_file():
