@@ -26,9 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on 2 shared cores ran generation 5x slower
@@ -75,16 +76,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reward_flags", default="",
+                   help="refine_classifier flags for the three rewards, e.g. \"--model_name_or_path embedded:smollm2 "
+                        "--feature_layer 20\" (another backbone; the judge is unchanged)")
     p.add_argument("--rescore", action="store_true",
                    help="score the replies saved in <out>/probe again (new models or judge); never sample")
     return p.parse_args(argv)
 
 
-def build_models(out: Path, seed: int, recipes: dict[str, ModelRecipe] = MODELS
+def build_models(out: Path, seed: int, recipes: dict[str, ModelRecipe] = MODELS, reward_flags: tuple[str, ...] = ()
                  ) -> tuple[dict[str, str], dict[str, float]]:
-    """Each model's exported folder (built when missing) and the seconds spent building."""
+    """Each model's exported folder (built when missing) and the seconds spent building; `reward_flags` go to every
+    model but the judge."""
     folders, seconds = {}, {}
     for name, recipe in recipes.items():
+        if name != "judge":
+            recipe = replace(recipe, flags=(*recipe.flags, *reward_flags))
         folder_name = recipe.folder or name
         run_dir, folder = out / "models" / f"{folder_name}_run", out / "models" / folder_name
         folders[name] = str(folder)
@@ -104,7 +111,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     started = time.perf_counter()
     out = Path(args.out)
-    folders, seconds = build_models(out, args.seed)
+    folders, seconds = build_models(out, args.seed, reward_flags=tuple(shlex.split(args.reward_flags)))
     result = run_recipe_main("best_of_n_probe", [
         "--rewards", *(f"{name}={folders[name]}" for name in ("vanilla", "refined", "gold")),
         "--judge", folders["judge"], "--output_dir", str(out / "probe"), "--policy", args.policy,

@@ -109,18 +109,28 @@ def make_config(feature_cache_dir):
     return factory
 
 
-def import_recipe(name: str):
-    """A script of recipes/ as a module (recipes/ is not a package: scripts are launched by path)."""
+def import_script(name: str, path: Path):
+    """A script as a module, under `name` (recipes/ and alignment/demo_data/ are not packages: scripts are
+    launched by path)."""
     import importlib.util
     import sys
 
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickle look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def import_recipe(name: str):
+    return import_script(name, REPO / "recipes" / f"{name}.py")
+
+
+def demo_build():
+    """alignment/demo_data/build.py, the demo corpus's generator."""
+    return import_script("demo_build", REPO / "alignment" / "demo_data" / "build.py")
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

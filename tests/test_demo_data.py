@@ -3,7 +3,6 @@ regenerates it byte for byte."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 from collections import Counter
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, demo_build
 
 from alignment.demo import DEMO_DIR, DEMO_FILES, demo_path
 from alignment.refusal import is_refusal
@@ -30,14 +29,6 @@ KIND_OF_PAIR = {"refusal": (True, 1), "compliance": (True, 0), "helpful": (False
 def read(name: str) -> list[dict]:
     with open(demo_path(name)) as handle:
         return [json.loads(line) for line in handle]
-
-
-def load_build():
-    """alignment/demo_data/build.py as a module (a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("demo_build", DEMO_DIR / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    return build
 
 
 PAIRS = read("pairs")
@@ -113,7 +104,7 @@ def test_prompt_files_are_the_pairs_prompts_plus_heldout_ones():
 def test_heldout_prompts_share_no_action_with_the_pairs():
     """The evaluation's prompts: at least 64 of each kind, every harm category, and no action or task of any pair
     (so no reward model or judge trained on the pairs saw them or a rewording of them)."""
-    build = load_build()
+    build = demo_build()
     pair_texts = " ".join(r["prompt"].lower() for r in PAIRS)
     for groups, rows in ((build.HELDOUT_HARMFUL_ACTIONS, HARMFUL), (build.HELDOUT_BENIGN_TASKS, BENIGN)):
         heldout = [r for r in rows if r["split"] == "heldout"]
@@ -142,7 +133,7 @@ def test_the_refinement_loop_reads_the_pairs():
 
 
 def test_build_regenerates_the_committed_files(tmp_path):
-    build = load_build()
+    build = demo_build()
     counts = build.build(tmp_path)
     for name in DEMO_FILES.values():
         assert (tmp_path / name).read_bytes() == (DEMO_DIR / name).read_bytes(), f"{name}: rerun build.py"
@@ -183,7 +174,7 @@ def test_shipped_judgements_are_what_the_annotate_recipe_gives():
 
 
 def test_imported_scores_follow_the_pair_text_and_a_stale_annotation_is_refused(tmp_path):
-    build = load_build()
+    build = demo_build()
     annotated = tmp_path / "annotated.jsonl"
     rows = [{**PAIRS[i], "annotator_score": 0.25 * i} for i in (2, 0)]
     annotated.write_text("".join(json.dumps(r) + "\n" for r in rows))

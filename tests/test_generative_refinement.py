@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, import_recipe, kill_once, write_jsonl
+from conftest import REPO, demo_build, import_recipe, kill_once, write_jsonl
 from safetensors.torch import load_file
 from tiny_models import JUDGE_TOKENS, build_tiny_llama
 
@@ -32,10 +33,27 @@ SUBSET = {"train": (30, 20), "val": (6, 6), "test": (6, 6)}  # the judge's demo 
 PROMPTS, SAMPLES, LABELED = 20, 2, 10
 
 
+def first_part(name: str) -> list[dict]:
+    """The demo corpus's first part (alignment/demo_data/build.py): this chain's few-shot and prompt sources, so its
+    tiny random judge sees the same inputs however the corpus grows (a prompt file's first part ends with its
+    heldout rows)."""
+    rows = [json.loads(line) for line in open(demo_path(name))]
+    if name != "pairs":
+        return rows[:max(i for i, r in enumerate(rows) if r["split"] == "heldout") + 1]
+    build = demo_build()
+    rng = random.Random(build.SEED)
+    size = len(build.harmful_rows(rng, build.HarmfulWords())[0]) + len(build.benign_rows(rng, build.BenignWords())[0])
+    return rows[:size]
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, feature_cache_dir):
     base = tmp_path_factory.mktemp("generative")
-    rows = [json.loads(line) for line in open(demo_path("pairs"))]
+    rows = first_part("pairs")
+    sources = {"demonstrations_source": "pairs", "harmful_prompts": "harmful_prompts",
+               "benign_prompts": "benign_prompts"}
+    source_flags = [x for option, name in sources.items()
+                    for x in (f"--{option}", str(write_jsonl(base / f"first_{name}.jsonl", first_part(name))))]
     subset = [r for split, counts in SUBSET.items() for label, count in zip((1, 0), counts)
               for r in [r for r in rows if r["split"] == split and r["label"] == label][:count]]
     policy = build_tiny_llama(base / "policy", extra_tokens=JUDGE_TOKENS)
@@ -55,7 +73,7 @@ def setup(tmp_path_factory, feature_cache_dir):
     }
     argv = ["--config", str(YAML), "--seed", "0", "--policy", policy, "--num_prompts", str(PROMPTS),
             "--samples_per_prompt", str(SAMPLES), "--max_new_tokens", "8", "--num_labeled", str(LABELED),
-            "--eval_num_prompts", "2", "--eval_max_new_tokens", "6",
+            "--eval_num_prompts", "2", "--eval_max_new_tokens", "6", *source_flags,
             *[x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v))]]
     return {"base": base, "argv": argv, "policy": policy, "overrides": overrides}
 
