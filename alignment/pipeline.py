@@ -2,13 +2,15 @@
 
 Stages, each one recipe's main() on its own parser's arguments (alignment.stages):
 
-  refine       recipes/refine_classifier.py, `refine_config`: the YAML's `annotator:` block judges the pairs first,
-               then robust UU refines those labels with a few gold labels -> refine/
+  refine       recipes/refine_classifier.py, `refine_config`: round-0 labels from the annotator's scores (on the
+               embedded default the judgements shipped with the demo corpus; a YAML `annotator:` block judges the
+               pairs first), then robust UU refines them with a few gold labels -> refine/
   export       recipes/export_reward_model.py: the round the refine stage ships as the reward model -> reward_model/
                (a refined round, or the vanilla classifier of the annotator's labels when no refined round beat them)
   export_refined  the refined round the refine stage rated best, shipped or not -> reward_refined/ (for the probe)
-  vanilla      recipes/refine_classifier.py, `refine_config` with PN and one round on the refine stage's annotation:
-               vanilla RLAIF's reward, for comparison -> refine_vanilla/, exported by export_vanilla -> reward_vanilla/
+  vanilla      recipes/refine_classifier.py, `refine_config` with PN, one round, epochs picked by the PN risk, on the
+               refine stage's round-0 labels: vanilla RLAIF's reward, for comparison -> refine_vanilla/, exported by
+               export_vanilla -> reward_vanilla/
   judge        recipes/refine_classifier.py, `judge_config`: the evaluation judge -> judge/model. On the embedded
                default it is trained on hand labels of SmolLM2's own replies: a stand-in for a human judge of the
                policy's text, not the reward
