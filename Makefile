@@ -1,4 +1,4 @@
-# Two entry points (see README): `make pipeline` runs the whole job on the embedded default (annotate -> refine ->
+# Two entry points (see README): `make pipeline` runs the whole job on the embedded default (LLM labels -> refine ->
 # reward model -> PPO -> before/after evaluation), `make test` the suite. `make refine` is the refinement alone.
 VENV ?= .venv
 PY := $(VENV)/bin/python
