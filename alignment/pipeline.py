@@ -201,7 +201,7 @@ class Pipeline:
 
     def markdown(self, summary: dict, table: str, changes: str, timing: str, total: float, probe_table: str,
                  labels: str) -> str:
-        reward, judge, annotator, ppo = summary["reward_model"], summary["judge"], summary["annotator"], summary["ppo"]
+        reward, judge, ppo = summary["reward_model"], summary["judge"], summary["ppo"]
         reward_series, kl_series = ppo["logged"].get("reward") or {}, ppo["logged"].get("kl") or {}
         lines = [
             "# Pipeline: noisy LLM labels -> refined reward -> PPO", "",
@@ -209,7 +209,6 @@ class Pipeline:
             "## Stages", "", timing, "", f"Stages took {total:.0f} s in all (summed over the runs that made them).", "",
             "## Labels and reward", "",
             labels, "",
-            f"- annotator (round-0 labels) on the test pairs: {quality_text(annotator)}",
             f"- reward model `{self.reward_dir}` (round {reward.get('round')}, {reward.get('source')}) on the test "
             "pairs: "
             f"{quality_text(reward)}",

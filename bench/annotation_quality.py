@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out = args.out or "runs/bench_annotation_quality" + ("" if args.dataset == "beavertails" else "_demo")
 
     rows = [json.loads(line) for line in path.open()]
-    # The demonstrations the annotation stage itself would draw for the most shots (balanced val pairs, seed 0).
+    # The demonstrations the annotation stage itself would draw for the most shots (balanced val pairs, seed 0);
+    # at least its default 4, so a zero-shot-only run scores the same pairs as the full one.
     most_shots = max(VARIANTS[name][1] for name in args.variants)
     demos = demonstrations(AnnotatorConfig(num_demonstrations=max(most_shots, 4), seed=0),
                            datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "response", "label", "split")}

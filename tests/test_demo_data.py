@@ -2,7 +2,6 @@
 regenerates it byte for byte."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections import Counter
@@ -10,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import REPO, demo_build
+from conftest import REPO, demo_build, import_recipe
 
 from alignment.demo import DEMO_DIR, DEMO_FILES, demo_path
 from alignment.refusal import is_refusal
@@ -143,8 +141,9 @@ def test_build_regenerates_the_committed_files(tmp_path):
 
 
 def shipped_annotator_settings() -> AnnotatorConfig:
-    block = yaml.safe_load((REPO / "recipes" / "configs" / "annotate" / "demo_smollm2.yaml").read_text())
-    return AnnotatorConfig(**{f.name: block[f.name] for f in dataclasses.fields(AnnotatorConfig) if f.name in block})
+    """The annotator settings of recipes/configs/annotate/demo_smollm2.yaml, parsed by the recipe's own parser."""
+    config = str(REPO / "recipes" / "configs" / "annotate" / "demo_smollm2.yaml")
+    return import_recipe("annotate").make_parser().parse_args_and_config(["--config", config])[1]
 
 
 def test_every_pair_but_the_demonstrations_carries_a_judgement():
@@ -158,7 +157,7 @@ def test_every_pair_but_the_demonstrations_carries_a_judgement():
 
 @pytest.mark.slow
 def test_shipped_judgements_are_what_the_annotate_recipe_gives():
-    """The `smollm2_12shot` column is SmolLM2's own 4-shot judgement: re-judge one pair of each kind from each part
+    """The `smollm2_12shot` column is SmolLM2's own 12-shot judgement: re-judge one pair of each kind from each part
     of the corpus with the recipe's settings and compare."""
     cfg = shipped_annotator_settings()
     demos = demonstrations(cfg, load_rows(demo_path("pairs")), "demo pairs")
