@@ -56,7 +56,7 @@ from reward.scoring import TRANSFORMS, whole_weights
 
 logger = logging.getLogger(__name__)
 
-TASK_REWARDS = ("none", "non_refusal")
+TASK_REWARDS = ("none", "non_refusal", "relevance")
 # The RL recipes' ModelConfig defaults where TRL's differ (no model, no LoRA): the embedded policy with LoRA.
 MODEL_DEFAULTS = {"model_name_or_path": "embedded:smollm2", "use_peft": True}
 
@@ -79,9 +79,15 @@ class RLScriptArguments:
     conversational: bool = option(True, "Each prompt as one user message under the policy's chat template.")
     merge_lora: bool = option(True, "Also write the adapter merged into the base weights to output_dir/model.")
     lagrangian: bool = option(False, "Safe RL: reward = task − λ·cost, cost from the classifier, λ by dual ascent.")
-    lagrangian_task_reward: str = option("non_refusal", "none | non_refusal (1 unless the reply refuses: a "
-                                         "helpfulness proxy that pulls against the cost, as safe-rlhf's reward).")
-    cost: str = option("margin", "margin (P(harmful) − cost_threshold) | indicator (1[P(harmful) > threshold]).")
+    lagrangian_task_reward: str = option("non_refusal", "The helpfulness proxy that pulls against the cost, as "
+                                         "safe-rlhf's reward: none | non_refusal (1 unless the reply holds a refusal "
+                                         "phrase) | relevance (cosine of request and reply under relevance_model: "
+                                         "pays for answering, in any words; reward.relevance).")
+    relevance_model: str = option("embedded:minilm", "Sentence encoder of the relevance task reward.")
+    cost: str = option("margin", "margin (P(harmful) − cost_threshold) | nll (−log P(harmless) + log(1 − "
+                       "cost_threshold): flat on safe replies, unbounded on harmful ones) | logit (logit P(harmful) − "
+                       "logit cost_threshold: linear, safe-rlhf's unbounded cost) | indicator "
+                       "(1[P(harmful) > cost_threshold]).")
     cost_threshold: float = option(0.5, "τ of the cost (0.5: the classifier's own decision).")
     cost_limit: float = option(0.0, "d: λ grows while the mean cost is above it.")
     lambda_init: float = 1.0

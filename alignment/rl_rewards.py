@@ -6,6 +6,7 @@ import json
 import os
 
 from reward.lagrangian import LagrangeMultiplier, LagrangianCallback, LagrangianReward
+from reward.relevance import PromptRelevance
 from reward.task import non_refusal
 
 
@@ -25,9 +26,15 @@ def text_reward(args, multiplier: LagrangeMultiplier | None):
 
     if multiplier is None:
         return HarmlessnessReward(args.reward_model, transform=args.reward_transform, batch_size=args.reward_batch_size)
-    tasks = [non_refusal] if args.lagrangian_task_reward == "non_refusal" else []
     return LagrangianReward(HarmlessnessReward(args.reward_model, batch_size=args.reward_batch_size), multiplier,
-                            task_rewards=tasks, cost=args.cost, cost_threshold=args.cost_threshold)
+                            task_rewards=task_rewards(args), cost=args.cost, cost_threshold=args.cost_threshold)
+
+
+def task_rewards(args) -> list:
+    """The Lagrangian's task reward named by `args.lagrangian_task_reward` (empty for none)."""
+    if args.lagrangian_task_reward == "relevance":
+        return [PromptRelevance(args.relevance_model, batch_size=args.reward_batch_size)]
+    return [non_refusal] if args.lagrangian_task_reward == "non_refusal" else []
 
 
 def reward_callbacks(multiplier: LagrangeMultiplier | None) -> list:

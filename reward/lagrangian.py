@@ -6,7 +6,12 @@ d the cost limit. Defaults are theirs: λ0 = 1, lr 0.1, λmax 5, window 128, d =
 
 The cost of a completion comes from the exported classifier: with P(harmful) = sigmoid(t − g) (t its decision
 threshold), `margin` cost = P(harmful) − τ, positive exactly when the pair is more harmful than the threshold
-τ (0.5: the classifier's own decision), negative when safe, like safe-rlhf's signed cost model; `indicator` cost =
+τ (0.5: the classifier's own decision), negative when safe, like safe-rlhf's signed cost model; `nll` cost =
+−log P(harmless) + log(1 − τ) = softplus(t − g) + log(1 − τ), the same sign, near its floor for any confidently
+safe reply (so a refusal of a benign request costs about what the answer costs) but growing without bound on the
+harmful side (so confidently harmful replies still differ, where the margin saturates); `logit` cost =
+logit P(harmful) − logit τ = (t − g) − logit τ, linear on both sides, as safe-rlhf's unbounded cost model (a
+refusal that the classifier scores safer than an answer lowers the cost on any prompt); `indicator` cost =
 1[P(harmful) > τ], whose mean is the harmful rate (then set d to the tolerated rate, e.g. 0.05).
 
     multiplier = LagrangeMultiplier()
@@ -28,13 +33,18 @@ from transformers import TrainerCallback
 
 from .functions import HarmlessnessReward
 
-COSTS = ("margin", "indicator")
+COSTS = ("margin", "nll", "logit", "indicator")
 
 
 def harmful_cost(logits: np.ndarray, threshold: float = 0.0, cost_threshold: float = 0.5,
                  kind: str = "margin") -> np.ndarray:
     """Cost per completion from classifier logits g (see the module docstring)."""
-    p_harmful = 1.0 / (1.0 + np.exp(np.asarray(logits, dtype=np.float64) - threshold))
+    g = np.asarray(logits, dtype=np.float64)
+    if kind == "nll":
+        return np.logaddexp(0.0, threshold - g) + math.log(1.0 - cost_threshold)
+    if kind == "logit":
+        return (threshold - g) - math.log(cost_threshold / (1.0 - cost_threshold))
+    p_harmful = 1.0 / (1.0 + np.exp(g - threshold))
     if kind == "margin":
         return p_harmful - cost_threshold
     if kind == "indicator":

@@ -15,7 +15,7 @@ from refinement.data import format_example
 _ROLES = {"user": "Human", "assistant": "Assistant"}
 
 
-def _content(message: Any, where: str) -> str:
+def message_text(message: Any, where: str) -> str:
     """The text of one chat message: a string, or the text parts of a list of content parts."""
     if not isinstance(message, dict) or "content" not in message:
         raise TypeError(f"{where}: expected a chat message {{'role': ..., 'content': ...}}, got {message!r:.80}")
@@ -33,7 +33,7 @@ def prompt_text(prompt: str | Sequence[dict], where: str = "prompt") -> str:
         return prompt
     turns = []
     for i, message in enumerate(prompt):
-        text = _content(message, f"{where}[{i}]")
+        text = message_text(message, f"{where}[{i}]")
         role = message.get("role")
         if role == "system":
             continue
@@ -47,7 +47,7 @@ def completion_text(completion: str | Sequence[dict], where: str = "completion")
     """A plain completion unchanged; a conversational one (TRL: ``[{"role": "assistant", ...}]``) joined."""
     if isinstance(completion, str):
         return completion
-    return "\n\n".join(_content(m, f"{where}[{i}]") for i, m in enumerate(completion))
+    return "\n\n".join(message_text(m, f"{where}[{i}]") for i, m in enumerate(completion))
 
 
 def reward_texts(prompts: Sequence, completions: Sequence) -> list[str]:

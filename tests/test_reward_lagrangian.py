@@ -26,6 +26,16 @@ def test_cost_is_the_harmful_probability_beyond_the_threshold():
     np.testing.assert_allclose(harmful_cost(logits, threshold=1.0), p_harmful - 0.5)
     np.testing.assert_array_equal(harmful_cost(logits, threshold=1.0, kind="indicator"), [1.0, 0.0, 0.0])
     np.testing.assert_array_equal(harmful_cost(logits, 1.0, cost_threshold=0.3, kind="indicator"), [1, 1, 0])
+    nll = harmful_cost(logits, threshold=1.0, kind="nll")  # −log P(harmless) + log 0.5: 0 exactly at the threshold
+    np.testing.assert_allclose(nll, -np.log(1 - p_harmful) + np.log(0.5))
+    assert harmful_cost(np.array([1.0]), threshold=1.0, kind="nll")[0] == pytest.approx(0.0)
+    # flat on the safe side, unbounded on the harmful side: the margin saturates at both
+    far_safe, far_harmful = harmful_cost(np.array([8.0, 12.0, -8.0, -12.0]), kind="nll").reshape(2, 2)
+    assert abs(far_safe[1] - far_safe[0]) < 1e-3 and far_harmful[1] - far_harmful[0] == pytest.approx(4.0, abs=1e-3)
+    # logit: linear in g on both sides, 0 at τ (here τ 0.2: logit P(harmful) = logit 0.2 at g = t + log 4)
+    np.testing.assert_allclose(harmful_cost(logits, 1.0, cost_threshold=0.2, kind="logit"),
+                               (1.0 - logits) - np.log(0.25))
+    assert harmful_cost(np.array([1.0 + np.log(4.0)]), 1.0, cost_threshold=0.2, kind="logit")[0] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="unknown cost"):
         harmful_cost(logits, kind="hinge")
 

@@ -127,7 +127,8 @@ def test_lagrangian_switch_moves_lambda_with_the_cost(reward_models, tmp_path, t
     (every reply is safe, cost < 0), so λ falls."""
     out = tmp_path / trainer
     rises = trainer == "ppo"
-    cost = ["--cost", "indicator", "--cost_threshold", "0.0"] if rises else ["--cost_threshold", "0.999"]
+    cost = ["--cost", "indicator", "--cost_threshold", "0.0"] if rises else [
+        "--cost_threshold", "0.999", "--lagrangian_task_reward", "relevance"]  # GRPO: the encoder's task reward too
     argv = run_args(reward_models.policy, reward_models.rm_other, out, "--lagrangian", "true", *cost,
                     *(PPO_STEPS if trainer == "ppo" else GRPO_STEPS))
     recipe = ppo if trainer == "ppo" else grpo
