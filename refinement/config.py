@@ -104,9 +104,9 @@ class RefineConfig(DatasetArguments):
     deepspeed: str | None = None
 
     def __post_init__(self):
-        choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS, "epoch_selection": EPOCH_SELECTIONS,
-                   "relabel_threshold": RELABEL_THRESHOLDS, "prior_guard": PRIOR_GUARDS,
-                   "relabel_view_training": VIEW_TRAININGS,
+        choices = {"loss": (*LOSSES, "cleanlab"), "mode": MODES, "round_selection": ROUND_SELECTIONS,
+                   "epoch_selection": EPOCH_SELECTIONS, "relabel_threshold": RELABEL_THRESHOLDS,
+                   "prior_guard": PRIOR_GUARDS, "relabel_view_training": VIEW_TRAININGS,
                    "score_missing": ("error", "drop")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

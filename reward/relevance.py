@@ -85,9 +85,11 @@ class PromptRelevance:
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         if not prompts:
             return np.zeros(0)
-        requests = self.embed([request_text(p, f"prompts[{i}]") for i, p in enumerate(prompts)])
+        requests = [request_text(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        unique = list(dict.fromkeys(requests))  # GRPO/RLOO repeat each prompt once per generation: embed it once
+        embedded = self.embed(unique)[[unique.index(r) for r in requests]]
         replies = self.embed([completion_text(c, f"completions[{i}]") for i, c in enumerate(completions)])
-        return (requests * replies).sum(-1).double().numpy()
+        return (embedded * replies).sum(-1).double().numpy()
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
         return self.scores(prompts, completions).tolist()

@@ -62,6 +62,10 @@ def test_plain_and_conversational_inputs_score_alike_and_the_reward_pickles(rele
     chat = relevance(prompts=[[{"role": "user", "content": r}] for r in REQUESTS],
                      completions=[[{"role": "assistant", "content": a}] for a in ANSWERS])
     np.testing.assert_allclose(plain, chat, atol=1e-6)
+    # a batch as GRPO sends it (each request repeated, interleaved) scores every pair as one pair alone would
+    requests, answers = [REQUESTS[i] for i in (2, 0, 2, 1, 0)], [ANSWERS[i] for i in (0, 0, 2, 1, 2)]
+    alone = [relevance(prompts=[r], completions=[a])[0] for r, a in zip(requests, answers)]
+    np.testing.assert_allclose(relevance(prompts=requests, completions=answers), alone, atol=1e-5)
     copy = pickle.loads(pickle.dumps(relevance))
     assert copy._encoder is None and copy(prompts=REQUESTS[:1], completions=ANSWERS[:1]) == pytest.approx(plain[:1])
     with pytest.raises(ValueError, match="3 prompts but 2 completions"):
