@@ -186,6 +186,17 @@ def run_probe(policy: str, harmful: Sequence[Prompt], benign: Sequence[Prompt], 
     return result
 
 
+def logit_spreads(output_dir: str | Path) -> dict[str, float]:
+    """Each scorer's logit standard deviation over every reply of a probe (its `replies.jsonl`): the scale of a
+    cost read from that logit, so that a Lagrangian weight can push equally hard whichever reward it weighs."""
+    path = Path(output_dir) / "replies.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no probe replies; run bench/best_of_n.py (or recipes/best_of_n_probe.py)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    names = rows[0]["logits"] if rows else {}
+    return {name: float(np.std([x for row in rows for x in row["logits"][name]])) for name in names}
+
+
 def _auc(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 

@@ -39,6 +39,7 @@ import safety_grpo  # noqa: E402
 import safety_ppo  # noqa: E402
 from best_of_n import build_models  # noqa: E402
 
+from alignment.best_of_n import logit_spreads  # noqa: E402
 from alignment.evaluate import paired_rates, read_generations  # noqa: E402
 from alignment.intervals import mean_interval  # noqa: E402
 from alignment.refusal import declines  # noqa: E402
@@ -63,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trainer", default="grpo", choices=sorted(YAMLS))
     p.add_argument("--overrides", default="{}", help="JSON object of RL recipe fields set after the YAML")
     p.add_argument("--models", default="runs/bench_best_of_n/models", help="bench/best_of_n.py's model folder")
+    p.add_argument("--match_lambda", action="store_true",
+                   help="a Lagrangian run's λ (lambda_init, lambda_max of --overrides) is in units of the gold "
+                        "reward's logit spread: each reward gets λ·sd(gold)/sd(reward), the spreads over the replies "
+                        "of the probe that built the models (<models>/../probe), so every cost pushes as hard")
     p.add_argument("--split", default="heldout", help="demo prompt split of the evaluation")
     p.add_argument("--max_new_tokens", type=int, default=48, help="greedy evaluation reply length")
     p.add_argument("--out", default="runs/bench_safety_alignment")
@@ -81,10 +86,19 @@ def evaluate(args, models: dict, policy: str, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def train(args, reward: str, out: Path, seed: int) -> dict:
+def matched_overrides(overrides: dict, spreads: dict, reward: str, reference: str = "gold") -> dict:
+    """`overrides` with λ (lambda_init, and lambda_max when set) scaled by spreads[reference] / spreads[reward]: a
+    logit cost's push is λ times its logit's spread, so this gives every reward the reference's push."""
+    if overrides.get("lambda_init") is None:
+        raise ValueError("--match_lambda scales lambda_init: set it in --overrides")
+    factor = spreads[reference] / spreads[reward]
+    return {**overrides, **{key: overrides[key] * factor for key in ("lambda_init", "lambda_max")
+                            if overrides.get(key) is not None}}
+
+
+def train(args, reward: str, out: Path, seed: int, overrides: dict) -> dict:
     """One RL run (reused when its summary exists); returns its summary.json."""
     if not (out / "summary.json").exists():
-        overrides = json.loads(args.overrides)
         argv = ["--config", YAMLS[args.trainer], "--model_name_or_path", POLICY, "--reward_model", reward,
                 "--evaluate", "false", "--evaluate_before", "false", *as_flags(overrides), "--output_dir", str(out),
                 "--seed", str(seed)]
@@ -215,12 +229,19 @@ def main(argv=None) -> dict:
     models, _ = build_models(Path(args.models).parent, 0)
     base_dir = evaluate(args, models, POLICY, out / "eval" / "base")
     base = read_generations(base_dir)
+    overrides, lambda_note = json.loads(args.overrides), ""
+    if args.match_lambda:
+        spreads = logit_spreads(Path(args.models).parent / "probe")
+        lambda_note = " λ matched to gold's logit spread: " + ", ".join(
+            f"{reward} λ {matched_overrides(overrides, spreads, reward)['lambda_init']:.2f} (logit sd "
+            f"{spreads[reward]:.3f})" for reward in dict.fromkeys(["gold", *args.rewards])) + "."
     runs = {}
     for reward in args.rewards:
         for seed in args.seeds:
             run_dir = out / args.trainer / f"{reward}_s{seed}"
             print(f"[{reward} seed {seed}] {args.trainer} -> {run_dir}", flush=True)
-            summary = train(args, models[reward], run_dir, seed)
+            summary = train(args, models[reward], run_dir, seed,
+                            matched_overrides(overrides, spreads, reward) if args.match_lambda else overrides)
             after_dir = evaluate(args, models, str(run_dir / "model"), out / "eval" / f"{reward}_s{seed}", seed)
             runs[(reward, seed)] = run_row(base, after_dir, summary)
     means = across_seeds(runs)
@@ -233,7 +254,7 @@ def main(argv=None) -> dict:
         f"prompts: harmless rate {base_rates[HARMLESS]['before'].text()}, refusals on harmful "
         f"{base_rates[HARMFUL_REFUSAL]['before'].text()}, on benign {base_rates[BENIGN_REFUSAL]['before'].text()}.",
         runs_table(runs), seeds_table(means), profile_table(profiles),
-        f"Trainer {args.trainer} ({YAMLS[args.trainer]}), overrides {args.overrides}; evaluation greedy, "
+        f"Trainer {args.trainer} ({YAMLS[args.trainer]}), overrides {args.overrides};{lambda_note} evaluation greedy, "
         f"{args.max_new_tokens} tokens, judge `{models['judge']}`; intervals 95% (Wilson for rates, Newcombe "
         "paired for changes, t over seeds)."])
     (out / "results.md").write_text(text + "\n")

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import import_recipe
+from conftest import REPO, import_recipe, import_script
 from test_safety_eval import BENIGN, HARMFUL, scrambled_llama, tiny_judge
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from alignment.best_of_n import best_of_n_picks, probe_outcomes, random_picks, run_probe
+from alignment.best_of_n import best_of_n_picks, logit_spreads, probe_outcomes, random_picks, run_probe
 from alignment.evaluate import SamplingConfig
 from alignment.intervals import ranking_auc
 from alignment.prompts import Prompt
@@ -68,6 +68,23 @@ def classifier_logits(folder: str, texts: list[str]) -> list[float]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     with torch.no_grad():
         return [float(model(**tokenizer(text, return_tensors="pt")).logits[0, 0]) for text in texts]
+
+
+def test_logit_spreads_and_matched_lambda_by_hand(tmp_path):
+    rows = [{"logits": {"gold": [0.0, 4.0], "weak": [1.0, 2.0]}}, {"logits": {"gold": [-4.0, 0.0], "weak": [0.0, 1.0]}}]
+    (tmp_path / "replies.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spreads = logit_spreads(tmp_path)
+    assert spreads == pytest.approx({"gold": np.sqrt(8.0), "weak": np.sqrt(0.5)})  # population sd of all replies
+    bench = import_script("safety_alignment", REPO / "bench" / "safety_alignment.py")
+    overrides = {"lambda_init": 1.5, "lambda_max": 3.0, "lambda_lr": 0.0, "beta": 0.04}
+    weak = bench.matched_overrides(overrides, spreads, "weak")
+    assert weak == pytest.approx({**overrides, "lambda_init": 6.0, "lambda_max": 12.0})  # 4x the push per logit
+    assert bench.matched_overrides(overrides, spreads, "gold") == overrides
+    assert bench.matched_overrides({"lambda_init": 1.0, "lambda_max": None}, spreads, "weak")["lambda_max"] is None
+    with pytest.raises(ValueError, match="lambda_init"):
+        bench.matched_overrides({"beta": 0.04}, spreads, "weak")
+    with pytest.raises(FileNotFoundError, match="no probe replies"):
+        logit_spreads(tmp_path / "missing")
 
 
 def test_probe_picks_the_reply_each_reward_scores_highest(models, tmp_path):
