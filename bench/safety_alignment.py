@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/safety_alignment.py --rewards gold --seeds 0           # positive control
     OMP_NUM_THREADS=1 .venv/bin/python bench/safety_alignment.py --rewards gold refined vanilla --seeds 0 1 2
     ... --trainer ppo --overrides '{"learning_rate": 3e-4, "total_episodes": 256}'                  # another setting
+    ... --rewards refined vanilla --match_lambda --overrides '{"lagrangian": true, "cost": "logit", "lambda_init": 1.5}'
+                                                  # each reward's λ scaled to the gold reward's logit spread
 
 Models: bench/best_of_n.py's `build_models` in <models> (default runs/bench_best_of_n/models, reused when present):
 the refined reward (robust UU on SmolLM2's 12-shot labels of the demo corpus), the vanilla RLAIF reward (PN on the
