@@ -227,23 +227,25 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     started = time.perf_counter()
     out = Path(args.out)
+    overrides, lambda_note = json.loads(args.overrides), ""
+    run_overrides = {reward: overrides for reward in args.rewards}
+    if args.match_lambda:  # before any model is built or run: a missing λ or probe fails at once
+        spreads = logit_spreads(Path(args.models).parent / "probe")
+        run_overrides = {reward: matched_overrides(overrides, spreads, reward)
+                         for reward in dict.fromkeys(["gold", *args.rewards])}
+        lambda_note = " λ matched to gold's logit spread: " + ", ".join(
+            f"{reward} λ {o['lambda_init']:.2f} (logit sd {spreads[reward]:.3f})"
+            for reward, o in run_overrides.items()) + "."
     out.mkdir(parents=True, exist_ok=True)
     models, _ = build_models(Path(args.models).parent, 0)
     base_dir = evaluate(args, models, POLICY, out / "eval" / "base")
     base = read_generations(base_dir)
-    overrides, lambda_note = json.loads(args.overrides), ""
-    if args.match_lambda:
-        spreads = logit_spreads(Path(args.models).parent / "probe")
-        lambda_note = " λ matched to gold's logit spread: " + ", ".join(
-            f"{reward} λ {matched_overrides(overrides, spreads, reward)['lambda_init']:.2f} (logit sd "
-            f"{spreads[reward]:.3f})" for reward in dict.fromkeys(["gold", *args.rewards])) + "."
     runs = {}
     for reward in args.rewards:
         for seed in args.seeds:
             run_dir = out / args.trainer / f"{reward}_s{seed}"
             print(f"[{reward} seed {seed}] {args.trainer} -> {run_dir}", flush=True)
-            summary = train(args, models[reward], run_dir, seed,
-                            matched_overrides(overrides, spreads, reward) if args.match_lambda else overrides)
+            summary = train(args, models[reward], run_dir, seed, run_overrides[reward])
             after_dir = evaluate(args, models, str(run_dir / "model"), out / "eval" / f"{reward}_s{seed}", seed)
             runs[(reward, seed)] = run_row(base, after_dir, summary)
     means = across_seeds(runs)
